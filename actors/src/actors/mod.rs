@@ -1,0 +1,4 @@
+//! The supervisor tree (DESIGN.md): a root supervisor over the ingress, pollers, scheduler and
+//! one actor per location, each of which drives its leads.
+
+pub mod supervisor;

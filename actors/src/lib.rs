@@ -1,0 +1,12 @@
+//! The core of leadorch: what a lead is, what the service needs from the world, and the actors
+//! that drive each lead. Nothing here speaks HTTP, SQL or a vendor API; `src/` adapts those.
+//!
+//! # Layout
+//! - [`domain`] — validated value objects (ids, `Phone` in E.164, `Email`, `Money` in cents,
+//!   weekly opening hours, IANA time zones). Parsing rejects bad input at the edge.
+//! - [`ports`] — traits the core needs from the world (stores, clock).
+//! - [`actors`] — the supervisor tree.
+
+pub mod actors;
+pub mod domain;
+pub mod ports;
