@@ -1,0 +1,294 @@
+//! Leads, created idempotently per (tenant, CRM source, CRM order id) together with their
+//! materialised plan of touchpoints, in one transaction.
+
+use deadpool_postgres::Pool;
+use jiff::Timestamp;
+use leadorch_actors::domain::{
+    Email, Lead, LeadId, LeadStatus, LocationId, NewLead, NewTouchpoint, Phone, TenantId,
+    TouchpointId, Vehicle,
+};
+use leadorch_actors::ports::StoreError;
+use tokio_postgres::Row;
+
+use super::error::bad_value;
+use super::{pg_error, pool_error};
+
+pub(crate) const LEAD_COLUMNS: &str = "id, tenant_id, location_id, crm_source, crm_order_id, crm_customer_id, status, \
+     first_name, last_name, phone, email, vehicle, requested_services, cadence_name, cadence_version, received_at, \
+     first_touch_at, created_at, updated_at";
+
+/// The result of an idempotent create.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeadCreated {
+    /// A new lead (and its plan) was written.
+    Created(Lead),
+    /// The order was already a lead (the webhook and the poller converge here); nothing written.
+    Existing(Lead),
+}
+
+impl LeadCreated {
+    /// Returns the lead either way.
+    pub fn lead(&self) -> &Lead {
+        match self {
+            LeadCreated::Created(lead) | LeadCreated::Existing(lead) => lead,
+        }
+    }
+}
+
+/// Reads and writes `leads` (and `touchpoints` when a lead is created).
+#[derive(Clone, Debug)]
+pub struct LeadRepo {
+    pool: Pool,
+}
+
+pub(crate) fn lead_from_row(row: &Row) -> Result<Lead, StoreError> {
+    let status: String = row.get("status");
+    let vehicle_opt = row
+        .get::<_, Option<serde_json::Value>>("vehicle")
+        .map(serde_json::from_value::<Vehicle>)
+        .transpose()
+        .map_err(|e| bad_value("vehicle", e))?;
+    let requested_services: Vec<String> = serde_json::from_value(row.get("requested_services"))
+        .map_err(|e| bad_value("requested_services", e))?;
+    Ok(Lead {
+        id: LeadId::from_uuid(row.get("id")),
+        tenant_id: TenantId::from_uuid(row.get("tenant_id")),
+        location_id: LocationId::from_uuid(row.get("location_id")),
+        crm_source: row.get("crm_source"),
+        crm_order_id: row.get("crm_order_id"),
+        crm_customer_id_opt: row.get("crm_customer_id"),
+        status: LeadStatus::parse(&status).ok_or_else(|| bad_value("status", &status))?,
+        first_name_opt: row.get("first_name"),
+        last_name_opt: row.get("last_name"),
+        phone_opt: row
+            .get::<_, Option<String>>("phone")
+            .map(|p| Phone::parse(&p).map_err(|e| bad_value("phone", e)))
+            .transpose()?,
+        email_opt: row
+            .get::<_, Option<String>>("email")
+            .map(|e| Email::parse(&e).map_err(|err| bad_value("email", err)))
+            .transpose()?,
+        vehicle_opt,
+        requested_services,
+        cadence_name_opt: row.get("cadence_name"),
+        cadence_version_opt: row.get("cadence_version"),
+        received_at: row.get("received_at"),
+        first_touch_at_opt: row.get("first_touch_at"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    })
+}
+
+/// Which cadence (name and version) a new lead's plan was built from.
+#[derive(Debug, Clone, Copy)]
+pub struct CadenceRef<'a> {
+    pub name: &'a str,
+    pub version: i32,
+}
+
+impl LeadRepo {
+    pub(crate) fn new(pool: Pool) -> Self {
+        LeadRepo { pool }
+    }
+
+    /// Creates the lead and its touchpoints in one transaction, unless the tenant already has a
+    /// lead for that CRM order, in which case the existing lead is returned and nothing is written.
+    ///
+    /// # Errors
+    /// `Conflict` when the location is not the tenant's; `Unavailable` when the database is down.
+    pub async fn create_with_plan(
+        &self,
+        new: &NewLead,
+        cadence_opt: Option<CadenceRef<'_>>,
+        plan: &[NewTouchpoint],
+    ) -> Result<LeadCreated, StoreError> {
+        let vehicle = new
+            .vehicle_opt
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| StoreError::Invalid(format!("vehicle: {e}")))?;
+        let services = serde_json::to_value(&new.requested_services)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let status = if plan.is_empty() {
+            LeadStatus::New
+        } else {
+            LeadStatus::InCadence
+        };
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let inserted = tx
+            .query_opt(
+                &format!(
+                    "INSERT INTO leads (id, tenant_id, location_id, crm_source, crm_order_id, crm_customer_id, status,
+                                        first_name, last_name, phone, email, vehicle, requested_services,
+                                        cadence_name, cadence_version, received_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                     ON CONFLICT (tenant_id, crm_source, crm_order_id) DO NOTHING
+                     RETURNING {LEAD_COLUMNS}"
+                ),
+                &[
+                    &LeadId::new().as_uuid(),
+                    &new.tenant_id.as_uuid(),
+                    &new.location_id.as_uuid(),
+                    &new.crm_source,
+                    &new.crm_order_id,
+                    &new.crm_customer_id_opt,
+                    &status.as_str(),
+                    &new.first_name_opt,
+                    &new.last_name_opt,
+                    &new.phone_opt.as_ref().map(Phone::as_str),
+                    &new.email_opt.as_ref().map(Email::as_str),
+                    &vehicle,
+                    &services,
+                    &cadence_opt.map(|c| c.name),
+                    &cadence_opt.map(|c| c.version),
+                    &new.received_at,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        let Some(row) = inserted else {
+            drop(tx);
+            let existing = self
+                .find_by_crm_order(new.tenant_id, &new.crm_source, &new.crm_order_id)
+                .await?;
+            return Ok(LeadCreated::Existing(existing));
+        };
+        let lead = lead_from_row(&row)?;
+        if !plan.is_empty() {
+            let insert = tx
+                .prepare(
+                    "INSERT INTO touchpoints (id, tenant_id, lead_id, step_index, channel, template, intended_at,
+                                              scheduled_at, placement_reason)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .await
+                .map_err(pg_error)?;
+            for step in plan {
+                let step_index = i32::try_from(step.step_index)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                tx.execute(
+                    &insert,
+                    &[
+                        &TouchpointId::new().as_uuid(),
+                        &lead.tenant_id.as_uuid(),
+                        &lead.id.as_uuid(),
+                        &step_index,
+                        &step.channel.as_str(),
+                        &step.template,
+                        &step.intended_at,
+                        &step.scheduled_at,
+                        &step.placement_reason_opt,
+                    ],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(LeadCreated::Created(lead))
+    }
+
+    /// Returns one lead of the tenant.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist or belongs to another tenant.
+    pub async fn get(&self, tenant_id: TenantId, lead_id: LeadId) -> Result<Lead, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {LEAD_COLUMNS} FROM leads WHERE tenant_id = $1 AND id = $2"),
+                &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
+            )
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        lead_from_row(&row)
+    }
+
+    /// Finds the tenant's lead for a CRM order.
+    ///
+    /// # Errors
+    /// `NotFound` when the order is not a lead of this tenant.
+    pub async fn find_by_crm_order(
+        &self,
+        tenant_id: TenantId,
+        crm_source: &str,
+        crm_order_id: &str,
+    ) -> Result<Lead, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {LEAD_COLUMNS} FROM leads WHERE tenant_id = $1 AND crm_source = $2 AND crm_order_id = $3"),
+                &[&tenant_id.as_uuid(), &crm_source, &crm_order_id],
+            )
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        lead_from_row(&row)
+    }
+
+    /// Lists the tenant's leads, newest first, optionally of one location and status, created
+    /// before `before_opt` (for paging), at most `limit`.
+    ///
+    /// # Errors
+    /// The database is unavailable.
+    pub async fn list(
+        &self,
+        tenant_id: TenantId,
+        location_opt: Option<LocationId>,
+        status_opt: Option<LeadStatus>,
+        before_opt: Option<Timestamp>,
+        limit: i64,
+    ) -> Result<Vec<Lead>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {LEAD_COLUMNS} FROM leads
+                     WHERE tenant_id = $1
+                       AND ($2::uuid IS NULL OR location_id = $2)
+                       AND ($3::text IS NULL OR status = $3)
+                       AND ($4::timestamptz IS NULL OR created_at < $4)
+                     ORDER BY created_at DESC, id DESC
+                     LIMIT $5"
+                ),
+                &[
+                    &tenant_id.as_uuid(),
+                    &location_opt.map(|l| l.as_uuid()),
+                    &status_opt.map(LeadStatus::as_str),
+                    &before_opt,
+                    &limit.clamp(1, 500),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(lead_from_row).collect()
+    }
+
+    /// Sets the lead's status.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist or belongs to another tenant.
+    pub async fn set_status(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        status: LeadStatus,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let updated = client
+            .execute(
+                "UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
+                &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &status.as_str()],
+            )
+            .await
+            .map_err(pg_error)?;
+        if updated == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+}

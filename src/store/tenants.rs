@@ -1,0 +1,136 @@
+//! Tenants: the franchisors one deployment serves.
+
+use base64::Engine;
+use deadpool_postgres::Pool;
+use leadorch_actors::domain::{Tenant, TenantId};
+use leadorch_actors::ports::StoreError;
+use rand::RngCore;
+use serde::Serialize;
+use tokio_postgres::Row;
+
+use super::{pg_error, pool_error};
+
+/// A tenant just created, with its webhook secret (shown to the operator once).
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedTenant {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    pub webhook_secret: String,
+}
+
+/// Reads and writes `tenants`.
+#[derive(Clone, Debug)]
+pub struct TenantRepo {
+    pool: Pool,
+}
+
+fn tenant_from_row(row: &Row) -> Tenant {
+    Tenant {
+        id: TenantId::from_uuid(row.get("id")),
+        name: row.get("name"),
+        active: row.get("active"),
+        created_at: row.get("created_at"),
+    }
+}
+
+/// Returns a fresh random secret: 32 random bytes, URL-safe base64.
+pub(crate) fn generate_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl TenantRepo {
+    pub(crate) fn new(pool: Pool) -> Self {
+        TenantRepo { pool }
+    }
+
+    /// Creates a tenant; generates its webhook secret when none is given.
+    ///
+    /// # Errors
+    /// `Invalid` for an empty name or a secret shorter than 16 characters.
+    pub async fn create(
+        &self,
+        name: &str,
+        webhook_secret_opt: Option<&str>,
+    ) -> Result<CreatedTenant, StoreError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(StoreError::Invalid(
+                "tenant name must not be empty".to_owned(),
+            ));
+        }
+        let secret = match webhook_secret_opt {
+            Some(secret) if secret.len() < 16 => {
+                return Err(StoreError::Invalid(
+                    "webhook secret must be at least 16 characters".to_owned(),
+                ));
+            }
+            Some(secret) => secret.to_owned(),
+            None => generate_secret(),
+        };
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_one(
+                "INSERT INTO tenants (id, name, webhook_secret) VALUES ($1, $2, $3)
+                 RETURNING id, name, active, created_at",
+                &[&TenantId::new().as_uuid(), &name, &secret],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(CreatedTenant {
+            tenant: tenant_from_row(&row),
+            webhook_secret: secret,
+        })
+    }
+
+    /// Returns one tenant.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such tenant.
+    pub async fn get(&self, tenant_id: TenantId) -> Result<Tenant, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt(
+                "SELECT id, name, active, created_at FROM tenants WHERE id = $1",
+                &[&tenant_id.as_uuid()],
+            )
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(tenant_from_row(&row))
+    }
+
+    /// Lists every tenant (an operator query: the deployment's own list of franchisors).
+    ///
+    /// # Errors
+    /// The database is unavailable.
+    pub async fn list(&self) -> Result<Vec<Tenant>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                "SELECT id, name, active, created_at FROM tenants ORDER BY created_at, id",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(tenant_from_row).collect())
+    }
+
+    /// Returns the secret the tenant's CRM webhooks are signed with, if the tenant is active.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown or inactive tenant.
+    pub async fn webhook_secret(&self, tenant_id: TenantId) -> Result<String, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt(
+                "SELECT webhook_secret FROM tenants WHERE id = $1 AND active",
+                &[&tenant_id.as_uuid()],
+            )
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(row.get(0))
+    }
+}
