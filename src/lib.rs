@@ -1,1 +1,20 @@
-//! leadorch
+//! leadorch: answers every new lead of an auto-service franchise within seconds and follows up
+//! until the customer replies, books or opts out.
+//!
+//! This crate holds the adapters and the process; the core (domain, ports, timeline, actors)
+//! is `leadorch_actors`. Dependencies point inward.
+//!
+//! # Layout
+//! - [`config`] — typed settings from `config/*.toml` and `LEADORCH_*` variables.
+//! - [`store`] — PostgreSQL pool, migrations, one repository per aggregate.
+//! - [`http`] — axum routes and layers.
+//! - [`startup`] — builds and runs the process.
+//! - [`ops`] — the operator commands behind the CLI.
+//! - [`telemetry`] — logging.
+
+pub mod config;
+pub mod http;
+pub mod ops;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,1 +1,319 @@
-fn main() {}
+//! The `leadorch` command line: each arm is a few lines into the library.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use leadorch::config::Settings;
+use leadorch::ops::{self, LocationInput};
+use leadorch::startup::{self, Application};
+use leadorch::store::Store;
+use leadorch::telemetry;
+use leadorch_actors::domain::{LocationId, TenantId};
+use serde::Serialize;
+
+/// Answers every new lead of an auto-service franchise within seconds, and follows up.
+#[derive(Debug, Parser)]
+#[command(name = "leadorch", version, about)]
+struct Cli {
+    /// Configuration profile: loads config/{profile}.toml over config/default.toml.
+    #[arg(long, global = true, env = "LEADORCH_PROFILE")]
+    profile: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the service: HTTP API, webhooks and the actor system.
+    Serve(ServeArgs),
+    /// Creates the database if missing and applies pending migrations.
+    Migrate,
+    /// Manages tenants (franchisors).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manages locations (shops).
+    #[command(subcommand)]
+    Location(LocationCommand),
+    /// Manages staff API keys.
+    #[command(subcommand)]
+    Apikey(ApiKeyCommand),
+    /// Exits 0 when the service at --url answers /readyz with 200 (for container healthchecks).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Listen address; overrides LEADORCH_HTTP_ADDR.
+    #[arg(long)]
+    addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct JsonFlag {
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Creates a tenant and prints it with its webhook secret.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// Secret the CRM signs webhooks with; generated when omitted.
+        #[arg(long)]
+        webhook_secret: Option<String>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Lists tenants.
+    List {
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LocationCommand {
+    /// Creates a location of a tenant.
+    Add {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        crm_location_id: String,
+        #[arg(long)]
+        name: String,
+        /// IANA time zone, e.g. America/Chicago.
+        #[arg(long)]
+        timezone: String,
+        #[arg(long)]
+        address: Option<String>,
+        /// The shop's phone, shown to customers.
+        #[arg(long)]
+        phone: Option<String>,
+        /// The Twilio number the location texts from (E.164).
+        #[arg(long)]
+        sms_from: Option<String>,
+        /// SMS per second the number may send.
+        #[arg(long, default_value_t = 1.0)]
+        sms_rate: f64,
+        #[arg(long)]
+        email_from: Option<String>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Lists a tenant's locations.
+    List {
+        #[arg(long)]
+        tenant: TenantId,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Replaces a location's weekly opening hours.
+    Hours {
+        #[arg(long)]
+        location: LocationId,
+        /// Optional: the owning tenant (looked up when omitted).
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// e.g. "mon-fri 08:00-18:00, sat 09:00-14:00"
+        #[arg(long)]
+        set: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Creates a staff API key; it is printed once and only its hash is stored.
+    Add {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+}
+
+fn print_record<T: Serialize>(
+    json: bool,
+    record: &T,
+    human: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(record).context("failed to render json")?
+        );
+    } else {
+        println!("{}", human(record));
+    }
+    Ok(())
+}
+
+async fn operator_store(settings: &Settings) -> anyhow::Result<Store> {
+    startup::prepare_database(settings).await?;
+    Store::new(&settings.database).context("failed to build the database pool")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut settings =
+        Settings::from_process(cli.profile.as_deref()).context("invalid configuration")?;
+    telemetry::init(&settings.log);
+    match cli.command {
+        Command::Serve(args) => {
+            if let Some(addr) = args.addr {
+                settings.http.addr = addr;
+            }
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(startup::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let applied = startup::prepare_database(&settings).await?;
+            println!("migrations applied: {applied}");
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::Add {
+            name,
+            webhook_secret,
+            output,
+        }) => {
+            let store = operator_store(&settings).await?;
+            let created = ops::add_tenant(&store, &name, webhook_secret.as_deref()).await?;
+            print_record(output.json, &created, |t| {
+                format!(
+                    "tenant {} \"{}\"\nwebhook secret: {}",
+                    t.tenant.id, t.tenant.name, t.webhook_secret
+                )
+            })
+        }
+        Command::Tenant(TenantCommand::List { output }) => {
+            let store = operator_store(&settings).await?;
+            let tenants = ops::list_tenants(&store).await?;
+            print_record(output.json, &tenants, |ts| {
+                ts.iter()
+                    .map(|t| {
+                        format!(
+                            "{}  {}{}",
+                            t.id,
+                            t.name,
+                            if t.active { "" } else { " (inactive)" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::Location(LocationCommand::Add {
+            tenant,
+            crm_location_id,
+            name,
+            timezone,
+            address,
+            phone,
+            sms_from,
+            sms_rate,
+            email_from,
+            output,
+        }) => {
+            let store = operator_store(&settings).await?;
+            let input = LocationInput {
+                tenant_id: tenant,
+                crm_location_id,
+                name,
+                timezone,
+                address_opt: address,
+                phone_opt: phone,
+                sms_from_opt: sms_from,
+                sms_rate_per_sec: sms_rate,
+                email_from_opt: email_from,
+            };
+            let location = ops::add_location(&store, input).await?;
+            print_record(output.json, &location, |l| {
+                format!(
+                    "location {} \"{}\" ({}, crm id {})",
+                    l.id, l.name, l.timezone, l.crm_location_id
+                )
+            })
+        }
+        Command::Location(LocationCommand::List { tenant, output }) => {
+            let store = operator_store(&settings).await?;
+            let locations = ops::list_locations(&store, tenant).await?;
+            print_record(output.json, &locations, |ls| {
+                ls.iter()
+                    .map(|l| {
+                        format!(
+                            "{}  {}  {}  crm:{}",
+                            l.id, l.name, l.timezone, l.crm_location_id
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::Location(LocationCommand::Hours {
+            location,
+            tenant,
+            set,
+            output,
+        }) => {
+            let store = operator_store(&settings).await?;
+            let tenant_id = match tenant {
+                Some(tenant_id) => tenant_id,
+                None => ops::location_owner(&store, location).await?,
+            };
+            let hours = ops::set_location_hours(&store, tenant_id, location, &set).await?;
+            let record = serde_json::json!({ "location_id": location, "tenant_id": tenant_id, "hours": hours });
+            print_record(output.json, &record, |_| {
+                format!("location {location} hours: {hours}")
+            })
+        }
+        Command::Apikey(ApiKeyCommand::Add {
+            tenant,
+            name,
+            output,
+        }) => {
+            let store = operator_store(&settings).await?;
+            let created = ops::add_api_key(&store, tenant, &name).await?;
+            print_record(output.json, &created, |k| {
+                format!(
+                    "api key {} \"{}\" for tenant {}\n{}\n(shown once; store it now)",
+                    k.id, k.name, k.tenant_id, k.key
+                )
+            })
+        }
+        Command::Healthcheck { url } => {
+            let response = reqwest::Client::new()
+                .get(format!("{}/readyz", url.trim_end_matches('/')))
+                .timeout(std::time::Duration::from_secs(3))
+                .send()
+                .await
+                .context("service unreachable")?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "not ready: {}",
+                response.status()
+            );
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

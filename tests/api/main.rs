@@ -1,1 +1,10 @@
+//! The integration test binary: real PostgreSQL (each test in its own fresh database), real HTTP
+//! on loopback. One binary, so the build links once.
 
+mod cli;
+mod health;
+mod helpers;
+mod migrations;
+mod ops;
+mod store;
+mod tenancy;

@@ -1,0 +1,509 @@
+//! Typed settings: `config/default.toml` < `config/{profile}.toml` < `LEADORCH_*` environment
+//! variables < CLI flags. Files and environment are deserialised into raw structs, then validated
+//! into [`Settings`]; a wrong value fails start-up with a message naming the key (and the
+//! variable, when one set it). Secrets come only from the environment.
+//!
+//! The loader takes the file contents and an environment map as arguments, so tests build
+//! settings without touching the process environment.
+
+pub(crate) mod env;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use self::env::{EnvKind, OVERRIDES};
+
+/// The defaults, embedded so the binary runs from any directory.
+const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Profiles shipped with the binary, used when no file of that name is on disk.
+const BUILTIN_PROFILES: &[(&str, &str)] = &[
+    ("demo", include_str!("../../config/demo.toml")),
+    ("test", include_str!("../../config/test.toml")),
+];
+
+/// A setting that could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key holds a value of the wrong shape or an invalid value.
+    #[error("invalid setting `{key}`{}: {message}", via.map(|v| format!(" (from {v})")).unwrap_or_default())]
+    Invalid {
+        key: String,
+        via: Option<&'static str>,
+        message: String,
+    },
+    /// A profile file was named that does not exist.
+    #[error("unknown profile `{0}`: no config/{0}.toml")]
+    UnknownProfile(String),
+    /// A configuration file could not be read.
+    #[error("failed to read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            via: env::var_for_key(key),
+            message: message.into(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    http: RawHttp,
+    database: RawDatabase,
+    redis: RawRedis,
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    addr: String,
+    public_url: String,
+    request_timeout_ms: u64,
+    body_limit_bytes: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: String,
+    pool_max_size: usize,
+    connect_timeout_ms: u64,
+    wait_timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: String,
+    key_prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: LogFormat,
+    filter: String,
+}
+
+/// Validated settings of one process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The profile that was loaded (`default` when none was named).
+    pub profile: String,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub log: LogSettings,
+    pub secrets: Secrets,
+}
+
+/// The HTTP listener and the URLs the outside world uses to reach it.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    /// Base of magic links and webhook URLs as vendors see them; no trailing slash.
+    pub public_url: String,
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+}
+
+/// PostgreSQL connection and pool.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// May carry a password, so it is a secret and never printed.
+    pub url: SecretString,
+    pub pool_max_size: usize,
+    pub connect_timeout: Duration,
+    pub wait_timeout: Duration,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &"[redacted]")
+            .field("pool_max_size", &self.pool_max_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("wait_timeout", &self.wait_timeout)
+            .finish()
+    }
+}
+
+/// Redis, when configured.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `None`: no Redis; the in-process cache serves.
+    pub url_opt: Option<SecretString>,
+    /// Prefix of every key this process writes, so several deployments (or tests) share a server.
+    pub key_prefix: String,
+}
+
+/// Logging.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+/// Credentials, read only from the environment. `Debug` prints only which are present.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    pub secret_key_opt: Option<SecretString>,
+    pub shopmonkey_api_key_opt: Option<SecretString>,
+    pub twilio_account_sid_opt: Option<SecretString>,
+    pub twilio_auth_token_opt: Option<SecretString>,
+    pub sendgrid_api_key_opt: Option<SecretString>,
+    pub anthropic_api_key_opt: Option<SecretString>,
+    pub openai_api_key_opt: Option<SecretString>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let present = |o: &Option<SecretString>| if o.is_some() { "set" } else { "unset" };
+        f.debug_struct("Secrets")
+            .field("secret_key", &present(&self.secret_key_opt))
+            .field("shopmonkey_api_key", &present(&self.shopmonkey_api_key_opt))
+            .field("twilio_account_sid", &present(&self.twilio_account_sid_opt))
+            .field("twilio_auth_token", &present(&self.twilio_auth_token_opt))
+            .field("sendgrid_api_key", &present(&self.sendgrid_api_key_opt))
+            .field("anthropic_api_key", &present(&self.anthropic_api_key_opt))
+            .field("openai_api_key", &present(&self.openai_api_key_opt))
+            .finish()
+    }
+}
+
+impl Secrets {
+    fn from_env(env: &HashMap<String, String>) -> Self {
+        let secret = |name: &str| {
+            env.get(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| SecretString::from(v.trim().to_owned()))
+        };
+        Secrets {
+            secret_key_opt: secret(env::SECRET_KEY),
+            shopmonkey_api_key_opt: secret(env::SHOPMONKEY_API_KEY),
+            twilio_account_sid_opt: secret(env::TWILIO_ACCOUNT_SID),
+            twilio_auth_token_opt: secret(env::TWILIO_AUTH_TOKEN),
+            sendgrid_api_key_opt: secret(env::SENDGRID_API_KEY),
+            anthropic_api_key_opt: secret(env::ANTHROPIC_API_KEY),
+            openai_api_key_opt: secret(env::OPENAI_API_KEY),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads settings for `profile_opt` (else `LEADORCH_PROFILE`, else none) from the files in
+    /// `LEADORCH_CONFIG_DIR` (default `./config`) and the process environment.
+    ///
+    /// # Errors
+    /// A missing profile, an unreadable file, or an invalid value, naming the key.
+    pub fn from_process(profile_opt: Option<&str>) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let profile_opt = profile_opt
+            .map(str::to_owned)
+            .or_else(|| env.get(env::PROFILE).cloned());
+        let config_dir = PathBuf::from(
+            env.get(env::CONFIG_DIR)
+                .cloned()
+                .unwrap_or_else(|| "config".to_owned()),
+        );
+        let profile_toml_opt = match profile_opt.as_deref() {
+            None | Some("default") => None,
+            Some(profile) => Some(read_profile(&config_dir, profile)?),
+        };
+        Settings::load(profile_opt.as_deref(), profile_toml_opt.as_deref(), &env)
+    }
+
+    /// Builds settings from the embedded defaults, an optional profile file's contents and an
+    /// environment map.
+    ///
+    /// # Errors
+    /// An invalid value, naming the key and the environment variable that set it.
+    pub fn load(
+        profile_opt: Option<&str>,
+        profile_toml_opt: Option<&str>,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(profile_toml) = profile_toml_opt {
+            figment = figment.merge(Toml::string(profile_toml));
+        }
+        for o in OVERRIDES {
+            let Some(value) = env.get(o.var) else {
+                continue;
+            };
+            figment = match o.kind {
+                EnvKind::Text => figment.merge((o.key, value.clone())),
+                EnvKind::Unsigned => {
+                    let parsed: u64 = value.trim().parse().map_err(|_| ConfigError::Invalid {
+                        key: o.key.to_owned(),
+                        via: Some(o.var),
+                        message: "expected a whole number".to_owned(),
+                    })?;
+                    figment.merge((o.key, parsed))
+                }
+            };
+        }
+        let raw: RawSettings = figment.extract().map_err(|err| {
+            let key = err.path.join(".");
+            ConfigError::invalid(&key, err.kind.to_string())
+        })?;
+        Settings::validate(
+            profile_opt.unwrap_or("default"),
+            raw,
+            Secrets::from_env(env),
+        )
+    }
+
+    fn validate(
+        profile: &str,
+        raw: RawSettings,
+        secrets: Secrets,
+    ) -> Result<Settings, ConfigError> {
+        let addr: SocketAddr = raw.http.addr.trim().parse().map_err(|_| {
+            ConfigError::invalid(
+                "http.addr",
+                format!("`{}` is not an ip:port address", raw.http.addr),
+            )
+        })?;
+        let public_url = raw.http.public_url.trim().trim_end_matches('/').to_owned();
+        let parsed_public = reqwest::Url::parse(&public_url).map_err(|err| {
+            ConfigError::invalid(
+                "http.public_url",
+                format!("`{public_url}` is not a URL: {err}"),
+            )
+        })?;
+        if !matches!(parsed_public.scheme(), "http" | "https") {
+            return Err(ConfigError::invalid(
+                "http.public_url",
+                "must be an http or https URL",
+            ));
+        }
+        if raw.http.body_limit_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "http.body_limit_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if raw.http.request_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "http.request_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        let db_url = raw.database.url.trim();
+        if db_url.parse::<tokio_postgres::Config>().is_err() {
+            // The parser's message may echo the URL with its password; say only what is wrong.
+            return Err(ConfigError::invalid(
+                "database.url",
+                "not a valid postgres:// URL",
+            ));
+        }
+        if raw.database.pool_max_size == 0 {
+            return Err(ConfigError::invalid(
+                "database.pool_max_size",
+                "must be greater than 0",
+            ));
+        }
+        if raw.database.connect_timeout_ms == 0 || raw.database.wait_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "database.connect_timeout_ms",
+                "timeouts must be greater than 0",
+            ));
+        }
+        let redis_url = raw.redis.url.trim();
+        let url_opt = if redis_url.is_empty() {
+            None
+        } else {
+            if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+                return Err(ConfigError::invalid(
+                    "redis.url",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+            Some(SecretString::from(redis_url.to_owned()))
+        };
+        Ok(Settings {
+            profile: profile.to_owned(),
+            http: HttpSettings {
+                addr,
+                public_url,
+                request_timeout: Duration::from_millis(raw.http.request_timeout_ms),
+                body_limit_bytes: raw.http.body_limit_bytes,
+            },
+            database: DatabaseSettings {
+                url: SecretString::from(db_url.to_owned()),
+                pool_max_size: raw.database.pool_max_size,
+                connect_timeout: Duration::from_millis(raw.database.connect_timeout_ms),
+                wait_timeout: Duration::from_millis(raw.database.wait_timeout_ms),
+            },
+            redis: RedisSettings {
+                url_opt,
+                key_prefix: raw.redis.key_prefix,
+            },
+            log: LogSettings {
+                format: raw.log.format,
+                filter: raw.log.filter,
+            },
+            secrets,
+        })
+    }
+}
+
+fn read_profile(config_dir: &std::path::Path, profile: &str) -> Result<String, ConfigError> {
+    if profile.is_empty()
+        || !profile
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ConfigError::UnknownProfile(profile.to_owned()));
+    }
+    let path = config_dir.join(format!("{profile}.toml"));
+    match std::fs::read_to_string(&path) {
+        Ok(contents) => Ok(contents),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => BUILTIN_PROFILES
+            .iter()
+            .find(|(name, _)| *name == profile)
+            .map(|(_, contents)| (*contents).to_owned())
+            .ok_or_else(|| ConfigError::UnknownProfile(profile.to_owned())),
+        Err(source) => Err(ConfigError::Read { path, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_without_any_environment() {
+        let settings = Settings::load(None, None, &env(&[])).expect("defaults are valid");
+        assert_eq!(settings.http.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(
+            settings.database.url.expose_secret(),
+            "postgres://postgres@127.0.0.1:5432/leadorch"
+        );
+        assert!(settings.redis.url_opt.is_none());
+        assert_eq!(settings.log.format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn environment_overrides_profile_which_overrides_defaults() {
+        let profile = "[http]\naddr = \"127.0.0.1:4000\"\n[log]\nformat = \"json\"\n";
+        let settings = Settings::load(
+            Some("staging"),
+            Some(profile),
+            &env(&[
+                ("LEADORCH_HTTP_ADDR", "0.0.0.0:5000"),
+                ("LEADORCH_REDIS_URL", "redis://127.0.0.1:6379"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(settings.http.addr.to_string(), "0.0.0.0:5000");
+        assert_eq!(settings.log.format, LogFormat::Json);
+        assert!(settings.redis.url_opt.is_some());
+        assert_eq!(settings.profile, "staging");
+    }
+
+    #[test]
+    fn a_bad_address_fails_naming_the_key_and_the_variable() {
+        let err = Settings::load(
+            None,
+            None,
+            &env(&[("LEADORCH_HTTP_ADDR", "not-an-address")]),
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("http.addr"), "{message}");
+        assert!(message.contains("LEADORCH_HTTP_ADDR"), "{message}");
+    }
+
+    #[test]
+    fn a_bad_log_format_fails_naming_the_key() {
+        let err = Settings::load(None, None, &env(&[("LEADORCH_LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(err.to_string().contains("log.format"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_pool_size_fails_naming_the_variable() {
+        let err =
+            Settings::load(None, None, &env(&[("LEADORCH_DB_POOL_SIZE", "many")])).unwrap_err();
+        assert!(err.to_string().contains("LEADORCH_DB_POOL_SIZE"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_profile_is_rejected() {
+        let err = Settings::load(Some("x"), Some("[http]\nport = 3\n"), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    #[test]
+    fn a_database_url_error_does_not_echo_the_password() {
+        let err = Settings::load(
+            None,
+            None,
+            &env(&[("LEADORCH_DATABASE_URL", "mysql://u:hunter2@h/db")]),
+        );
+        let message = err.map(|_| String::new()).unwrap_or_else(|e| e.to_string());
+        assert!(message.contains("database.url"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_debug_never_prints_them() {
+        let settings = Settings::load(
+            None,
+            None,
+            &env(&[("LEADORCH_TWILIO_AUTH_TOKEN", "tok-very-secret")]),
+        )
+        .expect("valid");
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("tok-very-secret"), "{debug}");
+        assert!(settings.secrets.twilio_auth_token_opt.is_some());
+    }
+
+    #[test]
+    fn the_public_url_loses_its_trailing_slash() {
+        let settings = Settings::load(
+            None,
+            None,
+            &env(&[("LEADORCH_PUBLIC_URL", "https://leads.example.com/")]),
+        )
+        .expect("valid");
+        assert_eq!(settings.http.public_url, "https://leads.example.com");
+    }
+}

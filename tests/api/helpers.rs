@@ -1,0 +1,355 @@
+//! Shared harness: fresh databases, a running app on port 0, and a TCP proxy that can cut the
+//! app off from PostgreSQL. Logs print only when `TEST_LOG` is set.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use leadorch::config::{LogFormat, LogSettings, Settings};
+use leadorch::startup::Application;
+use leadorch::store::{self, Store};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+/// The server tests create their databases on; `LEADORCH_TEST_DATABASE_URL` overrides it.
+pub(crate) fn base_database_url() -> String {
+    std::env::var("LEADORCH_TEST_DATABASE_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Returns the base URL with its database (path) replaced, and its host:port replaced when given.
+pub(crate) fn database_url(name: &str, host_port_opt: Option<SocketAddr>) -> String {
+    let mut url =
+        reqwest::Url::parse(&base_database_url()).expect("LEADORCH_TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    if let Some(addr) = host_port_opt {
+        url.set_host(Some(&addr.ip().to_string())).expect("host");
+        url.set_port(Some(addr.port())).expect("port");
+    }
+    url.to_string()
+}
+
+/// Returns the host:port of the test PostgreSQL server.
+pub(crate) fn database_addr() -> String {
+    let url = reqwest::Url::parse(&base_database_url()).expect("url");
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5432)
+    )
+}
+
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        leadorch::telemetry::init(&LogSettings {
+            format: LogFormat::Pretty,
+            filter: "info".to_owned(),
+        });
+    }
+}
+
+/// Settings for a test: the `test` profile, a fresh database name, port 0.
+pub(crate) fn test_settings(db_url: &str) -> Settings {
+    let env: HashMap<String, String> = [("LEADORCH_DATABASE_URL".to_owned(), db_url.to_owned())]
+        .into_iter()
+        .collect();
+    Settings::load(
+        Some("test"),
+        Some(include_str!("../../config/test.toml")),
+        &env,
+    )
+    .expect("test settings are valid")
+}
+
+/// A database of its own for one test, dropped by `drop_database`.
+#[derive(Debug)]
+pub(crate) struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates an empty database (no migrations).
+    pub(crate) async fn empty() -> TestDb {
+        init_logs();
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let url = database_url(&name, None);
+        let config: tokio_postgres::Config = url.parse().expect("url");
+        store::ensure_database(&config)
+            .await
+            .expect("create test database");
+        TestDb { name, url }
+    }
+
+    /// Creates a database and applies every migration.
+    pub(crate) async fn migrated() -> TestDb {
+        let db = TestDb::empty().await;
+        let config: tokio_postgres::Config = db.url.parse().expect("url");
+        store::migrate(&config)
+            .await
+            .expect("migrate test database");
+        db
+    }
+
+    /// A store over this database.
+    pub(crate) fn store(&self) -> Store {
+        Store::new(&test_settings(&self.url).database).expect("pool")
+    }
+
+    /// Connects one plain client, for assertions in SQL.
+    pub(crate) async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Drops the database, closing any connection still open to it.
+    pub(crate) async fn drop_database(self) {
+        let admin = database_url("postgres", None);
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .expect("connect admin");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .await
+            .expect("drop test database");
+    }
+}
+
+/// A running leadorch on a random port over a fresh database.
+#[derive(Debug)]
+pub(crate) struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub db: TestDb,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the app over a fresh database.
+pub(crate) async fn spawn_app() -> TestApp {
+    let db = TestDb::empty().await;
+    let settings = test_settings(&db.url);
+    spawn_app_with(db, settings).await
+}
+
+/// Starts the app with the given settings over `db`.
+pub(crate) async fn spawn_app_with(db: TestDb, settings: Settings) -> TestApp {
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://{}", app.local_addr());
+    let store = app.state().store.clone();
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = shutdown_rx.await;
+    }));
+    TestApp {
+        address,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client"),
+        store,
+        db,
+        shutdown: Some(shutdown_tx),
+        server,
+    }
+}
+
+impl TestApp {
+    /// GETs a path of the app.
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Stops the app gracefully and drops its database.
+    pub(crate) async fn teardown(mut self) {
+        self.stop().await;
+        self.db.drop_database().await;
+    }
+
+    /// Stops the app gracefully, keeping the database.
+    pub(crate) async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(15), &mut self.server).await;
+        result
+            .expect("app stops within 15 s")
+            .expect("server task")
+            .expect("server ran cleanly");
+    }
+}
+
+/// Polls `check` until it returns true or the deadline passes.
+pub(crate) async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut (dropping every connection and refusing
+/// new ones) and restore, to play a database outage without touching the shared server.
+#[derive(Debug, Clone)]
+pub(crate) struct OutageProxy {
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl OutageProxy {
+    /// Starts the proxy in front of the test PostgreSQL.
+    pub(crate) async fn start() -> OutageProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let proxy = OutageProxy {
+            addr,
+            up: Arc::new(AtomicBool::new(true)),
+            connections: Arc::default(),
+        };
+        let upstream = database_addr();
+        let accepting = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accepting.up.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                accepting
+                    .connections
+                    .lock()
+                    .expect("proxy mutex")
+                    .push(task.abort_handle());
+            }
+        });
+        proxy
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub(crate) fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().expect("proxy mutex").drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub(crate) fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A tenant with one location (America/Chicago), for tests that need somewhere to put leads.
+pub(crate) async fn seed_tenant(
+    store: &Store,
+    name: &str,
+) -> (
+    leadorch_actors::domain::Tenant,
+    leadorch_actors::domain::Location,
+) {
+    use leadorch::ops::{self, LocationInput};
+    let tenant = ops::add_tenant(store, name, None)
+        .await
+        .expect("tenant")
+        .tenant;
+    let location = ops::add_location(
+        store,
+        LocationInput {
+            tenant_id: tenant.id,
+            crm_location_id: format!("loc-{}", uuid::Uuid::new_v4().simple()),
+            name: format!("{name} Austin"),
+            timezone: "America/Chicago".to_owned(),
+            sms_from_opt: Some("+15125550100".to_owned()),
+            sms_rate_per_sec: 1.0,
+            email_from_opt: Some("austin@example.com".to_owned()),
+            ..LocationInput::default()
+        },
+    )
+    .await
+    .expect("location");
+    (tenant, location)
+}
+
+/// A new lead of `location` for CRM order `order_id`.
+pub(crate) fn new_lead(
+    location: &leadorch_actors::domain::Location,
+    order_id: &str,
+) -> leadorch_actors::domain::NewLead {
+    use leadorch_actors::domain::{Email, NewLead, Phone, Vehicle};
+    NewLead {
+        tenant_id: location.tenant_id,
+        location_id: location.id,
+        crm_source: "shopmonkey".to_owned(),
+        crm_order_id: order_id.to_owned(),
+        crm_customer_id_opt: Some("cus_1".to_owned()),
+        first_name_opt: Some("Pat".to_owned()),
+        last_name_opt: Some("Lee".to_owned()),
+        phone_opt: Some(Phone::parse("(512) 555-0142").expect("phone")),
+        email_opt: Some(Email::parse("pat@example.com").expect("email")),
+        vehicle_opt: Some(Vehicle {
+            year: Some(2021),
+            make: Some("Toyota".into()),
+            model: Some("Camry".into()),
+            submodel: None,
+        }),
+        requested_services: vec!["Premium XPEL CS Black".to_owned()],
+        received_at: jiff::Timestamp::now(),
+    }
+}
+
+/// A two-step plan (SMS now, email in ten minutes).
+pub(crate) fn two_step_plan() -> Vec<leadorch_actors::domain::NewTouchpoint> {
+    use leadorch_actors::domain::{Channel, NewTouchpoint};
+    let now = jiff::Timestamp::now();
+    let later = now + jiff::SignedDuration::from_mins(10);
+    vec![
+        NewTouchpoint {
+            step_index: 0,
+            channel: Channel::Sms,
+            template: "first_sms".into(),
+            intended_at: now,
+            scheduled_at: now,
+            placement_reason_opt: None,
+        },
+        NewTouchpoint {
+            step_index: 1,
+            channel: Channel::Email,
+            template: "first_email".into(),
+            intended_at: later,
+            scheduled_at: later,
+            placement_reason_opt: Some("business hours".into()),
+        },
+    ]
+}
