@@ -5,6 +5,7 @@
 //! is `leadorch_actors`. Dependencies point inward.
 //!
 //! # Layout
+//! - [`crm`] — shop CRM adapters (ShopMonkey).
 //! - [`config`] — typed settings from `config/*.toml` and `LEADORCH_*` variables.
 //! - [`store`] — PostgreSQL pool, migrations, one repository per aggregate.
 //! - [`http`] — axum routes and layers.
@@ -13,8 +14,10 @@
 //! - [`telemetry`] — logging.
 
 pub mod config;
+pub mod crm;
 pub mod http;
 pub mod ops;
+pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

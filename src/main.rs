@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use leadorch::config::Settings;
+use leadorch::crm::keys::SecretBox;
 use leadorch::ops::{self, LocationInput};
 use leadorch::startup::{self, Application};
 use leadorch::store::Store;
@@ -76,6 +77,14 @@ enum TenantCommand {
         #[command(flatten)]
         output: JsonFlag,
     },
+    /// Stores the tenant's ShopMonkey API key, encrypted with LEADORCH_SECRET_KEY. The key is
+    /// read from standard input unless --key is given (keeps it out of shell history).
+    SetCrmKey {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +123,16 @@ enum LocationCommand {
         #[command(flatten)]
         output: JsonFlag,
     },
+    /// Imports the tenant's locations from ShopMonkey (name, address, phone, time zone).
+    Sync {
+        #[arg(long)]
+        tenant: TenantId,
+        /// Time zone for CRM locations that have none.
+        #[arg(long)]
+        default_timezone: Option<String>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
     /// Replaces a location's weekly opening hours.
     Hours {
         #[arg(long)]
@@ -142,16 +161,9 @@ enum ApiKeyCommand {
     },
 }
 
-fn print_record<T: Serialize>(
-    json: bool,
-    record: &T,
-    human: impl FnOnce(&T) -> String,
-) -> anyhow::Result<()> {
+fn print_record<T: Serialize>(json: bool, record: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(record).context("failed to render json")?
-        );
+        println!("{}", serde_json::to_string_pretty(record).context("failed to render json")?);
     } else {
         println!("{}", human(record));
     }
@@ -164,8 +176,7 @@ async fn operator_store(settings: &Settings) -> anyhow::Result<Store> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut settings =
-        Settings::from_process(cli.profile.as_deref()).context("invalid configuration")?;
+    let mut settings = Settings::from_process(cli.profile.as_deref()).context("invalid configuration")?;
     telemetry::init(&settings.log);
     match cli.command {
         Command::Serve(args) => {
@@ -180,18 +191,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied: {applied}");
             Ok(())
         }
-        Command::Tenant(TenantCommand::Add {
-            name,
-            webhook_secret,
-            output,
-        }) => {
+        Command::Tenant(TenantCommand::Add { name, webhook_secret, output }) => {
             let store = operator_store(&settings).await?;
             let created = ops::add_tenant(&store, &name, webhook_secret.as_deref()).await?;
             print_record(output.json, &created, |t| {
-                format!(
-                    "tenant {} \"{}\"\nwebhook secret: {}",
-                    t.tenant.id, t.tenant.name, t.webhook_secret
-                )
+                format!("tenant {} \"{}\"\nwebhook secret: {}", t.tenant.id, t.tenant.name, t.webhook_secret)
             })
         }
         Command::Tenant(TenantCommand::List { output }) => {
@@ -199,14 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let tenants = ops::list_tenants(&store).await?;
             print_record(output.json, &tenants, |ts| {
                 ts.iter()
-                    .map(|t| {
-                        format!(
-                            "{}  {}{}",
-                            t.id,
-                            t.name,
-                            if t.active { "" } else { " (inactive)" }
-                        )
-                    })
+                    .map(|t| format!("{}  {}{}", t.id, t.name, if t.active { "" } else { " (inactive)" }))
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -237,10 +234,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let location = ops::add_location(&store, input).await?;
             print_record(output.json, &location, |l| {
-                format!(
-                    "location {} \"{}\" ({}, crm id {})",
-                    l.id, l.name, l.timezone, l.crm_location_id
-                )
+                format!("location {} \"{}\" ({}, crm id {})", l.id, l.name, l.timezone, l.crm_location_id)
+            })
+        }
+        Command::Tenant(TenantCommand::SetCrmKey { tenant, key }) => {
+            let store = operator_store(&settings).await?;
+            let key = match key {
+                Some(key) => key,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).context("failed to read the key from stdin")?;
+                    line
+                }
+            };
+            let secret_box_opt = settings.secrets.secret_key_opt.as_ref().map(SecretBox::new);
+            ops::set_crm_key(&store, secret_box_opt.as_ref(), tenant, &key).await?;
+            println!("crm key stored (encrypted) for tenant {tenant}");
+            Ok(())
+        }
+        Command::Location(LocationCommand::Sync { tenant, default_timezone, output }) => {
+            let store = operator_store(&settings).await?;
+            let crm = startup::crm_client(&settings, &store)?;
+            let report = ops::sync_locations(&store, &crm, tenant, default_timezone.as_deref()).await?;
+            print_record(output.json, &report, |r| {
+                let mut lines: Vec<String> = r
+                    .created
+                    .iter()
+                    .map(|l| format!("created {} \"{}\" ({}, crm id {})", l.id, l.name, l.timezone, l.crm_location_id))
+                    .collect();
+                lines.extend(r.existing.iter().map(|id| format!("exists  crm id {id}")));
+                lines.extend(r.skipped.iter().map(|(id, why)| format!("skipped crm id {id}: {why}")));
+                lines.join("\n")
             })
         }
         Command::Location(LocationCommand::List { tenant, output }) => {
@@ -248,22 +272,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let locations = ops::list_locations(&store, tenant).await?;
             print_record(output.json, &locations, |ls| {
                 ls.iter()
-                    .map(|l| {
-                        format!(
-                            "{}  {}  {}  crm:{}",
-                            l.id, l.name, l.timezone, l.crm_location_id
-                        )
-                    })
+                    .map(|l| format!("{}  {}  {}  crm:{}", l.id, l.name, l.timezone, l.crm_location_id))
                     .collect::<Vec<_>>()
                     .join("\n")
             })
         }
-        Command::Location(LocationCommand::Hours {
-            location,
-            tenant,
-            set,
-            output,
-        }) => {
+        Command::Location(LocationCommand::Hours { location, tenant, set, output }) => {
             let store = operator_store(&settings).await?;
             let tenant_id = match tenant {
                 Some(tenant_id) => tenant_id,
@@ -271,15 +285,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let hours = ops::set_location_hours(&store, tenant_id, location, &set).await?;
             let record = serde_json::json!({ "location_id": location, "tenant_id": tenant_id, "hours": hours });
-            print_record(output.json, &record, |_| {
-                format!("location {location} hours: {hours}")
-            })
+            print_record(output.json, &record, |_| format!("location {location} hours: {hours}"))
         }
-        Command::Apikey(ApiKeyCommand::Add {
-            tenant,
-            name,
-            output,
-        }) => {
+        Command::Apikey(ApiKeyCommand::Add { tenant, name, output }) => {
             let store = operator_store(&settings).await?;
             let created = ops::add_api_key(&store, tenant, &name).await?;
             print_record(output.json, &created, |k| {
@@ -296,11 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .send()
                 .await
                 .context("service unreachable")?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "not ready: {}",
-                response.status()
-            );
+            anyhow::ensure!(response.status().is_success(), "not ready: {}", response.status());
             Ok(())
         }
     }

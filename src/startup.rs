@@ -8,12 +8,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use leadorch_actors::actors::supervisor::{RestartPolicy, RootArgs, RootHandle};
+use leadorch_actors::actors::ingress::{IngressHandle, IngressPolicy, WebhookIngress};
+use leadorch_actors::actors::lead::LeadDeps;
+use leadorch_actors::actors::location::{ActorLeadRouter, LocationRegistry, location_child_spec};
+use leadorch_actors::actors::poller::{Poller, PollerPolicy};
+use leadorch_actors::actors::supervisor::{ChildSpec, RestartPolicy, RootArgs, RootHandle};
+use leadorch_actors::intake::{IntakeDeps, NoCadence};
+use leadorch_actors::ports::{Directory, SystemClock};
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
+use crate::crm::keys::{SecretBox, StoredCrmKeys};
+use crate::crm::shopmonkey::events::ShopMonkeyEventDecoder;
+use crate::crm::shopmonkey::{ShopMonkeyClient, ShopMonkeyConfig};
 use crate::http::{self, AppState};
 use crate::store::{self, Store};
+
+/// How often the directory of tenants and locations is re-read, so tenants and locations added
+/// while the process runs get their poller and location actor.
+const DIRECTORY_REFRESH: Duration = Duration::from_secs(30);
 
 /// How long start-up keeps retrying an unreachable database before giving up.
 const STARTUP_DB_PATIENCE: Duration = Duration::from_secs(30);
@@ -26,6 +39,71 @@ pub struct Application {
     state: AppState,
     root: RootHandle,
     root_join: tokio::task::JoinHandle<()>,
+    registry: LocationRegistry,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+/// Builds the root supervisor's children for what the directory holds now.
+#[derive(Debug, Clone)]
+struct TreeFactory {
+    deps: IntakeDeps,
+    store: Store,
+    lead_deps: Arc<LeadDeps>,
+    registry: LocationRegistry,
+    ingress: IngressHandle,
+    ingress_policy: IngressPolicy,
+    poller_policy_opt: Option<PollerPolicy>,
+}
+
+impl TreeFactory {
+    fn ingress_spec(&self) -> ChildSpec {
+        let factory = self.clone();
+        ChildSpec {
+            name: "ingress".to_owned(),
+            kind: "ingress",
+            spawn: Arc::new(move |supervisor| {
+                let behaviour = WebhookIngress::new(
+                    factory.deps.clone(),
+                    Arc::new(factory.store.clone()),
+                    factory.ingress_policy,
+                    factory.ingress.clone(),
+                );
+                Box::pin(async move {
+                    let (actor, _join) = ractor::Actor::spawn_linked(None, behaviour, (), supervisor).await?;
+                    Ok(actor.get_cell())
+                })
+            }),
+        }
+    }
+
+    fn poller_spec(&self, tenant_id: leadorch_actors::domain::TenantId, policy: PollerPolicy) -> ChildSpec {
+        let factory = self.clone();
+        ChildSpec {
+            name: format!("poller:{tenant_id}"),
+            kind: "poller",
+            spawn: Arc::new(move |supervisor| {
+                let behaviour = Poller::new(factory.deps.clone(), Arc::new(factory.store.clone()), policy);
+                Box::pin(async move {
+                    let (actor, _join) = ractor::Actor::spawn_linked(None, behaviour, tenant_id, supervisor).await?;
+                    Ok(actor.get_cell())
+                })
+            }),
+        }
+    }
+
+    /// Returns a spec for every poller and location actor the directory calls for.
+    async fn directory_specs(&self) -> Result<Vec<ChildSpec>, leadorch_actors::ports::StoreError> {
+        let mut specs = Vec::new();
+        for tenant_id in self.store.active_tenants().await? {
+            if let Some(policy) = self.poller_policy_opt {
+                specs.push(self.poller_spec(tenant_id, policy));
+            }
+            for location in self.store.active_locations(tenant_id).await? {
+                specs.push(location_child_spec(location, self.lead_deps.clone(), self.registry.clone()));
+            }
+        }
+        Ok(specs)
+    }
 }
 
 /// Creates the database if missing and applies pending migrations, retrying while the server is
@@ -44,9 +122,7 @@ pub async fn prepare_database(settings: &Settings) -> anyhow::Result<usize> {
         };
         match attempt.await {
             Ok(applied) => return Ok(applied),
-            Err(store::MigrateError::Unavailable(err))
-                if started.elapsed() < STARTUP_DB_PATIENCE =>
-            {
+            Err(store::MigrateError::Unavailable(err)) if started.elapsed() < STARTUP_DB_PATIENCE => {
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database unavailable at start-up");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
@@ -54,6 +130,25 @@ pub async fn prepare_database(settings: &Settings) -> anyhow::Result<usize> {
             Err(err) => return Err(err).context("failed to prepare the database"),
         }
     }
+}
+
+/// Builds the ShopMonkey client over the tenants' stored keys (and the environment fallback).
+///
+/// # Errors
+/// The HTTP client cannot be built.
+pub fn crm_client(settings: &Settings, store: &Store) -> anyhow::Result<ShopMonkeyClient> {
+    let keys = StoredCrmKeys::new(
+        store.tenants.clone(),
+        settings.secrets.secret_key_opt.as_ref().map(SecretBox::new),
+        settings.secrets.shopmonkey_api_key_opt.clone(),
+    );
+    let config = ShopMonkeyConfig {
+        base_url: settings.shopmonkey.base_url.clone(),
+        request_timeout: settings.shopmonkey.request_timeout,
+        max_retries: settings.shopmonkey.max_retries,
+        ..ShopMonkeyConfig::default()
+    };
+    ShopMonkeyClient::new(config, Arc::new(keys)).context("failed to build the shopmonkey client")
 }
 
 impl Application {
@@ -64,30 +159,54 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         prepare_database(&settings).await?;
         let store = Store::new(&settings.database).context("failed to build the database pool")?;
-        let (root, root_join) = RootHandle::start(RootArgs {
-            children: Vec::new(),
-            policy: RestartPolicy::default(),
-        })
-        .await
-        .context("failed to start the actor system")?;
+        let crm = crm_client(&settings, &store)?;
+        let registry = LocationRegistry::default();
+        let lead_deps = Arc::new(LeadDeps { leads: Arc::new(store.clone()), idle_after: settings.lead_idle });
+        let router = Arc::new(ActorLeadRouter::new(registry.clone(), lead_deps.clone()));
+        let deps = IntakeDeps {
+            leads: Arc::new(store.clone()),
+            inbox: Arc::new(store.clone()),
+            crm: Arc::new(crm),
+            decoder: Arc::new(ShopMonkeyEventDecoder),
+            rules: Arc::new(settings.qualification.clone()),
+            planner: Arc::new(NoCadence),
+            router: router.clone(),
+            clock: Arc::new(SystemClock),
+            crm_source: "shopmonkey",
+        };
+        let ingress = IngressHandle::default();
+        let factory = TreeFactory {
+            deps,
+            store: store.clone(),
+            lead_deps,
+            registry: registry.clone(),
+            ingress: ingress.clone(),
+            ingress_policy: IngressPolicy {
+                max_in_flight: settings.ingress.max_in_flight,
+                sweep_every: settings.ingress.sweep_interval,
+                max_attempts: settings.ingress.max_attempts,
+                ..IngressPolicy::default()
+            },
+            poller_policy_opt: settings.poller.enabled.then(|| PollerPolicy {
+                every: settings.poller.interval,
+                overlap: settings.poller.overlap,
+                first_lookback: settings.poller.first_lookback,
+                ..PollerPolicy::default()
+            }),
+        };
+        let mut children = vec![factory.ingress_spec()];
+        children.extend(factory.directory_specs().await.context("failed to read tenants and locations")?);
+        let (root, root_join) = RootHandle::start(RootArgs { children, policy: RestartPolicy::default() })
+            .await
+            .context("failed to start the actor system")?;
+        router.attach_root(root.clone());
+        let refresher = tokio::spawn(refresh_directory(factory, root.clone()));
         let listener = TcpListener::bind(settings.http.addr)
             .await
             .with_context(|| format!("failed to bind {}", settings.http.addr))?;
-        let addr = listener
-            .local_addr()
-            .context("failed to read the bound address")?;
-        let state = AppState {
-            settings: Arc::new(settings),
-            store,
-            metrics: http::metrics::recorder(),
-        };
-        Ok(Application {
-            listener,
-            addr,
-            state,
-            root,
-            root_join,
-        })
+        let addr = listener.local_addr().context("failed to read the bound address")?;
+        let state = AppState { settings: Arc::new(settings), store, metrics: http::metrics::recorder(), ingress };
+        Ok(Application { listener, addr, state, root, root_join, registry, refresher })
     }
 
     /// Returns the address the listener is bound to.
@@ -100,34 +219,50 @@ impl Application {
         &self.state
     }
 
+    /// Returns the registry of running location actors (tests count live lead actors through it).
+    pub fn registry(&self) -> &LocationRegistry {
+        &self.registry
+    }
+
+    /// Returns the root supervisor.
+    pub fn root(&self) -> &RootHandle {
+        &self.root
+    }
+
     /// Serves until `shutdown` completes, then: stop accepting, drain in-flight requests, stop
     /// the actor tree, close the pool.
     ///
     /// # Errors
     /// The server failed.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let Application {
-            listener,
-            addr,
-            state,
-            root,
-            root_join,
-        } = self;
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application { listener, addr, state, root, root_join, registry: _, refresher } = self;
         tracing::info!(%addr, "listening");
         let app = http::router(state.clone());
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         tracing::info!("http drained; stopping actors");
+        refresher.abort();
         root.stop(Duration::from_secs(10)).await;
         // The supervisor's task result carries nothing once it has stopped.
         let _ = root_join.await;
         state.store.pool.close();
         tracing::info!("stopped");
         served.context("http server failed")
+    }
+}
+
+async fn refresh_directory(factory: TreeFactory, root: RootHandle) {
+    let mut ticker = tokio::time::interval(DIRECTORY_REFRESH);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        match factory.directory_specs().await {
+            Ok(specs) => {
+                for spec in specs {
+                    root.add_child(spec).await;
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "directory refresh failed"),
+        }
     }
 }
 

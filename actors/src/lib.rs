@@ -9,4 +9,8 @@
 
 pub mod actors;
 pub mod domain;
+pub mod intake;
 pub mod ports;
+pub mod qualification;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;

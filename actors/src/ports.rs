@@ -6,8 +6,25 @@ use std::error::Error as StdError;
 
 use jiff::Timestamp;
 
+use crate::domain::{
+    CadenceRef, CrmAppointment, CrmCannedService, CrmCustomer, CrmLocation, CrmOrder, CrmPage, CrmVehicle, InboxEvent,
+    JobRun, Lead, LeadCreated, LeadId, Location, NewCrmAppointment, NewLead, NewTouchpoint, TenantId,
+};
+
 /// A boxed underlying error, kept as the `source` of a port error.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Renders an error with its whole source chain ("a: b: c"), for logs and stored reasons.
+pub fn error_chain(err: &dyn StdError) -> String {
+    let mut chain = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
 
 /// Why a store call failed. Adapters translate driver errors into these at the boundary.
 #[derive(Debug, thiserror::Error)]
@@ -51,4 +68,183 @@ impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Timestamp::now()
     }
+}
+
+/// Why a CRM call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CrmError {
+    /// The tenant has no CRM key configured.
+    #[error("no crm key configured for this tenant")]
+    NotConfigured,
+    /// The key was refused (401).
+    #[error("crm refused the credentials")]
+    Unauthorized,
+    /// The key lacks permission (403).
+    #[error("crm denied access")]
+    Forbidden,
+    #[error("not found in the crm")]
+    NotFound,
+    /// 429 after the client's own retries; `retry_after_opt` is the server's hint.
+    #[error("crm rate limited")]
+    RateLimited { retry_after_opt: Option<std::time::Duration> },
+    /// 5xx or a connection failure after the client's own retries.
+    #[error("crm unavailable: {0}")]
+    Unavailable(String),
+    #[error("crm timed out")]
+    Timeout,
+    /// Another 4xx: the request itself was wrong; retrying will not help.
+    #[error("crm rejected the request ({status}): {message}")]
+    Rejected { status: u16, code_opt: Option<String>, message: String },
+    /// The answer did not have the expected shape.
+    #[error("unexpected crm response: {0}")]
+    InvalidResponse(String),
+}
+
+impl CrmError {
+    /// Returns true when the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CrmError::RateLimited { .. } | CrmError::Unavailable(_) | CrmError::Timeout)
+    }
+}
+
+/// The shop CRM (ShopMonkey), per tenant: each call names the tenant whose key it uses.
+#[async_trait::async_trait]
+pub trait Crm: Send + Sync + std::fmt::Debug {
+    /// Returns one order.
+    async fn get_order(&self, tenant_id: TenantId, order_id: &str) -> Result<CrmOrder, CrmError>;
+
+    /// Returns one customer with their emails and phone numbers.
+    async fn get_customer(&self, tenant_id: TenantId, customer_id: &str) -> Result<CrmCustomer, CrmError>;
+
+    /// Returns one vehicle.
+    async fn get_vehicle(&self, tenant_id: TenantId, vehicle_id: &str) -> Result<CrmVehicle, CrmError>;
+
+    /// Returns one page of orders whose `updatedDate` is at or after `since` (the caller overlaps
+    /// windows and de-duplicates: the CRM's paging is not reliable).
+    async fn list_orders_updated_since(
+        &self,
+        tenant_id: TenantId,
+        since: Timestamp,
+        skip: u32,
+        limit: u32,
+    ) -> Result<CrmPage<CrmOrder>, CrmError>;
+
+    /// Returns the canned services (price list) of one CRM location, every page.
+    async fn list_canned_services(
+        &self,
+        tenant_id: TenantId,
+        crm_location_id: &str,
+    ) -> Result<Vec<CrmCannedService>, CrmError>;
+
+    /// Returns the tenant's locations.
+    async fn list_locations(&self, tenant_id: TenantId) -> Result<Vec<CrmLocation>, CrmError>;
+
+    /// Returns the appointments of a CRM location that start in `[from, to)`.
+    async fn list_appointments(
+        &self,
+        tenant_id: TenantId,
+        crm_location_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<CrmAppointment>, CrmError>;
+
+    /// Creates an appointment.
+    async fn create_appointment(
+        &self,
+        tenant_id: TenantId,
+        appointment: &NewCrmAppointment,
+    ) -> Result<CrmAppointment, CrmError>;
+}
+
+/// Leads and the locations they belong to, as the intake and the lead actors need them.
+#[async_trait::async_trait]
+pub trait LeadStore: Send + Sync + std::fmt::Debug {
+    /// Returns the tenant's location with this CRM id, if any.
+    async fn location_by_crm_id(
+        &self,
+        tenant_id: TenantId,
+        crm_location_id: &str,
+    ) -> Result<Option<Location>, StoreError>;
+
+    /// Returns the tenant's lead for a CRM order, if the order is already a lead.
+    async fn lead_by_crm_order(
+        &self,
+        tenant_id: TenantId,
+        crm_source: &str,
+        crm_order_id: &str,
+    ) -> Result<Option<Lead>, StoreError>;
+
+    /// Creates the lead with its plan in one transaction, or returns the existing lead of that
+    /// CRM order untouched.
+    async fn create_lead(
+        &self,
+        new: &NewLead,
+        cadence_opt: Option<CadenceRef<'_>>,
+        plan: &[NewTouchpoint],
+    ) -> Result<LeadCreated, StoreError>;
+
+    /// Returns one lead of the tenant.
+    async fn get_lead(&self, tenant_id: TenantId, lead_id: LeadId) -> Result<Lead, StoreError>;
+}
+
+/// The inbox of committed webhook events.
+#[async_trait::async_trait]
+pub trait InboxStore: Send + Sync + std::fmt::Debug {
+    /// Returns one event of the tenant.
+    async fn get_event(&self, tenant_id: TenantId, id: i64) -> Result<InboxEvent, StoreError>;
+
+    /// Returns unprocessed events whose retry time has come, oldest first.
+    async fn unprocessed_events(
+        &self,
+        tenant_id: TenantId,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<InboxEvent>, StoreError>;
+
+    /// Marks an event done with its outcome.
+    async fn mark_event_processed(&self, tenant_id: TenantId, id: i64, outcome: &str) -> Result<(), StoreError>;
+
+    /// Records a failed attempt and when to try again.
+    async fn record_event_failure(
+        &self,
+        tenant_id: TenantId,
+        id: i64,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> Result<(), StoreError>;
+}
+
+/// Who the deployment serves: the tenants and their locations, for starting actors.
+#[async_trait::async_trait]
+pub trait Directory: Send + Sync + std::fmt::Debug {
+    /// Returns every active tenant.
+    async fn active_tenants(&self) -> Result<Vec<TenantId>, StoreError>;
+
+    /// Returns the tenant's active locations.
+    async fn active_locations(&self, tenant_id: TenantId) -> Result<Vec<Location>, StoreError>;
+}
+
+/// Runs and cursors of periodic jobs.
+#[async_trait::async_trait]
+pub trait JobStore: Send + Sync + std::fmt::Debug {
+    /// Returns the cursor the last successful run of `job` left, if any.
+    async fn last_cursor(&self, tenant_id: TenantId, job: &str) -> Result<Option<String>, StoreError>;
+
+    /// Records one run.
+    async fn record_run(&self, tenant_id: TenantId, run: &JobRun) -> Result<(), StoreError>;
+}
+
+/// A committed CRM webhook event, decoded just enough to route it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrmEvent {
+    /// An order was created or changed.
+    OrderChanged { order_id: String, created: bool },
+    /// Anything else (customers, vehicles, ...): acknowledged and ignored.
+    Other { table: String },
+}
+
+/// Turns a raw inbox payload of a CRM into a [`CrmEvent`]; vendor formats live in the adapter.
+pub trait CrmEventDecoder: Send + Sync + std::fmt::Debug {
+    /// Decodes the payload, or says why it cannot be used (kept as the event's outcome).
+    fn decode(&self, payload: &serde_json::Value) -> Result<CrmEvent, String>;
 }

@@ -20,46 +20,14 @@ pub(crate) struct EnvOverride {
 
 /// Variables that override keys of `config/*.toml`.
 pub(crate) const OVERRIDES: &[EnvOverride] = &[
-    EnvOverride {
-        var: "LEADORCH_DATABASE_URL",
-        key: "database.url",
-        kind: EnvKind::Text,
-    },
-    EnvOverride {
-        var: "LEADORCH_DB_POOL_SIZE",
-        key: "database.pool_max_size",
-        kind: EnvKind::Unsigned,
-    },
-    EnvOverride {
-        var: "LEADORCH_REDIS_URL",
-        key: "redis.url",
-        kind: EnvKind::Text,
-    },
-    EnvOverride {
-        var: "LEADORCH_REDIS_KEY_PREFIX",
-        key: "redis.key_prefix",
-        kind: EnvKind::Text,
-    },
-    EnvOverride {
-        var: "LEADORCH_HTTP_ADDR",
-        key: "http.addr",
-        kind: EnvKind::Text,
-    },
-    EnvOverride {
-        var: "LEADORCH_PUBLIC_URL",
-        key: "http.public_url",
-        kind: EnvKind::Text,
-    },
-    EnvOverride {
-        var: "LEADORCH_LOG_FORMAT",
-        key: "log.format",
-        kind: EnvKind::Text,
-    },
-    EnvOverride {
-        var: "LEADORCH_LOG",
-        key: "log.filter",
-        kind: EnvKind::Text,
-    },
+    EnvOverride { var: "LEADORCH_DATABASE_URL", key: "database.url", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_DB_POOL_SIZE", key: "database.pool_max_size", kind: EnvKind::Unsigned },
+    EnvOverride { var: "LEADORCH_REDIS_URL", key: "redis.url", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_REDIS_KEY_PREFIX", key: "redis.key_prefix", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_HTTP_ADDR", key: "http.addr", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_PUBLIC_URL", key: "http.public_url", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_LOG_FORMAT", key: "log.format", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_LOG", key: "log.filter", kind: EnvKind::Text },
 ];
 
 /// The profile to load (`config/{profile}.toml`); CLI `--profile` wins.

@@ -18,27 +18,23 @@ use figment::providers::{Format, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use leadorch_actors::qualification::QualificationRules;
+
 use self::env::{EnvKind, OVERRIDES};
 
 /// The defaults, embedded so the binary runs from any directory.
 const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Profiles shipped with the binary, used when no file of that name is on disk.
-const BUILTIN_PROFILES: &[(&str, &str)] = &[
-    ("demo", include_str!("../../config/demo.toml")),
-    ("test", include_str!("../../config/test.toml")),
-];
+const BUILTIN_PROFILES: &[(&str, &str)] =
+    &[("demo", include_str!("../../config/demo.toml")), ("test", include_str!("../../config/test.toml"))];
 
 /// A setting that could not be loaded or is invalid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A key holds a value of the wrong shape or an invalid value.
     #[error("invalid setting `{key}`{}: {message}", via.map(|v| format!(" (from {v})")).unwrap_or_default())]
-    Invalid {
-        key: String,
-        via: Option<&'static str>,
-        message: String,
-    },
+    Invalid { key: String, via: Option<&'static str>, message: String },
     /// A profile file was named that does not exist.
     #[error("unknown profile `{0}`: no config/{0}.toml")]
     UnknownProfile(String),
@@ -53,11 +49,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(key: &str, message: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.to_owned(),
-            via: env::var_for_key(key),
-            message: message.into(),
-        }
+        ConfigError::Invalid { key: key.to_owned(), via: env::var_for_key(key), message: message.into() }
     }
 }
 
@@ -78,6 +70,42 @@ struct RawSettings {
     database: RawDatabase,
     redis: RawRedis,
     log: RawLog,
+    shopmonkey: RawShopMonkey,
+    poller: RawPoller,
+    ingress: RawIngress,
+    actors: RawActors,
+    qualification: QualificationRules,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShopMonkey {
+    base_url: String,
+    request_timeout_ms: u64,
+    max_retries: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPoller {
+    enabled: bool,
+    interval_secs: u64,
+    overlap_secs: u64,
+    first_lookback_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngress {
+    max_in_flight: usize,
+    sweep_interval_ms: u64,
+    max_attempts: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActors {
+    lead_idle_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,7 +149,38 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub log: LogSettings,
+    pub shopmonkey: ShopMonkeySettings,
+    pub poller: PollerSettings,
+    pub ingress: IngressSettings,
+    /// How long an idle lead actor lives before it stops itself.
+    pub lead_idle: Duration,
+    pub qualification: QualificationRules,
     pub secrets: Secrets,
+}
+
+/// The ShopMonkey API.
+#[derive(Debug, Clone)]
+pub struct ShopMonkeySettings {
+    pub base_url: String,
+    pub request_timeout: Duration,
+    pub max_retries: u32,
+}
+
+/// The backup poller.
+#[derive(Debug, Clone)]
+pub struct PollerSettings {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub overlap: Duration,
+    pub first_lookback: Duration,
+}
+
+/// The webhook ingress.
+#[derive(Debug, Clone)]
+pub struct IngressSettings {
+    pub max_in_flight: usize,
+    pub sweep_interval: Duration,
+    pub max_attempts: u32,
 }
 
 /// The HTTP listener and the URLs the outside world uses to reach it.
@@ -201,9 +260,7 @@ impl std::fmt::Debug for Secrets {
 impl Secrets {
     fn from_env(env: &HashMap<String, String>) -> Self {
         let secret = |name: &str| {
-            env.get(name)
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| SecretString::from(v.trim().to_owned()))
+            env.get(name).filter(|v| !v.trim().is_empty()).map(|v| SecretString::from(v.trim().to_owned()))
         };
         Secrets {
             secret_key_opt: secret(env::SECRET_KEY),
@@ -225,14 +282,8 @@ impl Settings {
     /// A missing profile, an unreadable file, or an invalid value, naming the key.
     pub fn from_process(profile_opt: Option<&str>) -> Result<Settings, ConfigError> {
         let env: HashMap<String, String> = std::env::vars().collect();
-        let profile_opt = profile_opt
-            .map(str::to_owned)
-            .or_else(|| env.get(env::PROFILE).cloned());
-        let config_dir = PathBuf::from(
-            env.get(env::CONFIG_DIR)
-                .cloned()
-                .unwrap_or_else(|| "config".to_owned()),
-        );
+        let profile_opt = profile_opt.map(str::to_owned).or_else(|| env.get(env::PROFILE).cloned());
+        let config_dir = PathBuf::from(env.get(env::CONFIG_DIR).cloned().unwrap_or_else(|| "config".to_owned()));
         let profile_toml_opt = match profile_opt.as_deref() {
             None | Some("default") => None,
             Some(profile) => Some(read_profile(&config_dir, profile)?),
@@ -274,81 +325,65 @@ impl Settings {
             let key = err.path.join(".");
             ConfigError::invalid(&key, err.kind.to_string())
         })?;
-        Settings::validate(
-            profile_opt.unwrap_or("default"),
-            raw,
-            Secrets::from_env(env),
-        )
+        Settings::validate(profile_opt.unwrap_or("default"), raw, Secrets::from_env(env))
     }
 
-    fn validate(
-        profile: &str,
-        raw: RawSettings,
-        secrets: Secrets,
-    ) -> Result<Settings, ConfigError> {
-        let addr: SocketAddr = raw.http.addr.trim().parse().map_err(|_| {
-            ConfigError::invalid(
-                "http.addr",
-                format!("`{}` is not an ip:port address", raw.http.addr),
-            )
-        })?;
+    fn validate(profile: &str, raw: RawSettings, secrets: Secrets) -> Result<Settings, ConfigError> {
+        let addr: SocketAddr =
+            raw.http.addr.trim().parse().map_err(|_| {
+                ConfigError::invalid("http.addr", format!("`{}` is not an ip:port address", raw.http.addr))
+            })?;
         let public_url = raw.http.public_url.trim().trim_end_matches('/').to_owned();
-        let parsed_public = reqwest::Url::parse(&public_url).map_err(|err| {
-            ConfigError::invalid(
-                "http.public_url",
-                format!("`{public_url}` is not a URL: {err}"),
-            )
-        })?;
+        let parsed_public = reqwest::Url::parse(&public_url)
+            .map_err(|err| ConfigError::invalid("http.public_url", format!("`{public_url}` is not a URL: {err}")))?;
         if !matches!(parsed_public.scheme(), "http" | "https") {
-            return Err(ConfigError::invalid(
-                "http.public_url",
-                "must be an http or https URL",
-            ));
+            return Err(ConfigError::invalid("http.public_url", "must be an http or https URL"));
         }
         if raw.http.body_limit_bytes < 1024 {
-            return Err(ConfigError::invalid(
-                "http.body_limit_bytes",
-                "must be at least 1024",
-            ));
+            return Err(ConfigError::invalid("http.body_limit_bytes", "must be at least 1024"));
         }
         if raw.http.request_timeout_ms == 0 {
-            return Err(ConfigError::invalid(
-                "http.request_timeout_ms",
-                "must be greater than 0",
-            ));
+            return Err(ConfigError::invalid("http.request_timeout_ms", "must be greater than 0"));
         }
         let db_url = raw.database.url.trim();
         if db_url.parse::<tokio_postgres::Config>().is_err() {
             // The parser's message may echo the URL with its password; say only what is wrong.
-            return Err(ConfigError::invalid(
-                "database.url",
-                "not a valid postgres:// URL",
-            ));
+            return Err(ConfigError::invalid("database.url", "not a valid postgres:// URL"));
         }
         if raw.database.pool_max_size == 0 {
-            return Err(ConfigError::invalid(
-                "database.pool_max_size",
-                "must be greater than 0",
-            ));
+            return Err(ConfigError::invalid("database.pool_max_size", "must be greater than 0"));
         }
         if raw.database.connect_timeout_ms == 0 || raw.database.wait_timeout_ms == 0 {
-            return Err(ConfigError::invalid(
-                "database.connect_timeout_ms",
-                "timeouts must be greater than 0",
-            ));
+            return Err(ConfigError::invalid("database.connect_timeout_ms", "timeouts must be greater than 0"));
         }
         let redis_url = raw.redis.url.trim();
         let url_opt = if redis_url.is_empty() {
             None
         } else {
             if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
-                return Err(ConfigError::invalid(
-                    "redis.url",
-                    "must start with redis:// or rediss://",
-                ));
+                return Err(ConfigError::invalid("redis.url", "must start with redis:// or rediss://"));
             }
             Some(SecretString::from(redis_url.to_owned()))
         };
+        let shopmonkey_url = raw.shopmonkey.base_url.trim().trim_end_matches('/').to_owned();
+        reqwest::Url::parse(&shopmonkey_url).map_err(|err| {
+            ConfigError::invalid("shopmonkey.base_url", format!("`{shopmonkey_url}` is not a URL: {err}"))
+        })?;
+        if raw.poller.interval_secs == 0 {
+            return Err(ConfigError::invalid("poller.interval_secs", "must be greater than 0"));
+        }
+        if raw.ingress.max_in_flight == 0 {
+            return Err(ConfigError::invalid("ingress.max_in_flight", "must be greater than 0"));
+        }
+        if raw.ingress.sweep_interval_ms == 0 {
+            return Err(ConfigError::invalid("ingress.sweep_interval_ms", "must be greater than 0"));
+        }
+        if raw.actors.lead_idle_secs == 0 {
+            return Err(ConfigError::invalid("actors.lead_idle_secs", "must be greater than 0"));
+        }
+        if raw.qualification.lead_statuses.is_empty() {
+            return Err(ConfigError::invalid("qualification.lead_statuses", "must name at least one status"));
+        }
         Ok(Settings {
             profile: profile.to_owned(),
             http: HttpSettings {
@@ -363,25 +398,33 @@ impl Settings {
                 connect_timeout: Duration::from_millis(raw.database.connect_timeout_ms),
                 wait_timeout: Duration::from_millis(raw.database.wait_timeout_ms),
             },
-            redis: RedisSettings {
-                url_opt,
-                key_prefix: raw.redis.key_prefix,
+            redis: RedisSettings { url_opt, key_prefix: raw.redis.key_prefix },
+            log: LogSettings { format: raw.log.format, filter: raw.log.filter },
+            shopmonkey: ShopMonkeySettings {
+                base_url: shopmonkey_url,
+                request_timeout: Duration::from_millis(raw.shopmonkey.request_timeout_ms),
+                max_retries: raw.shopmonkey.max_retries,
             },
-            log: LogSettings {
-                format: raw.log.format,
-                filter: raw.log.filter,
+            poller: PollerSettings {
+                enabled: raw.poller.enabled,
+                interval: Duration::from_secs(raw.poller.interval_secs),
+                overlap: Duration::from_secs(raw.poller.overlap_secs),
+                first_lookback: Duration::from_secs(raw.poller.first_lookback_secs),
             },
+            ingress: IngressSettings {
+                max_in_flight: raw.ingress.max_in_flight,
+                sweep_interval: Duration::from_millis(raw.ingress.sweep_interval_ms),
+                max_attempts: raw.ingress.max_attempts,
+            },
+            lead_idle: Duration::from_secs(raw.actors.lead_idle_secs),
+            qualification: raw.qualification,
             secrets,
         })
     }
 }
 
 fn read_profile(config_dir: &std::path::Path, profile: &str) -> Result<String, ConfigError> {
-    if profile.is_empty()
-        || !profile
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if profile.is_empty() || !profile.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(ConfigError::UnknownProfile(profile.to_owned()));
     }
     let path = config_dir.join(format!("{profile}.toml"));
@@ -403,20 +446,14 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     #[test]
     fn defaults_load_without_any_environment() {
         let settings = Settings::load(None, None, &env(&[])).expect("defaults are valid");
         assert_eq!(settings.http.addr.to_string(), "127.0.0.1:3000");
-        assert_eq!(
-            settings.database.url.expose_secret(),
-            "postgres://postgres@127.0.0.1:5432/leadorch"
-        );
+        assert_eq!(settings.database.url.expose_secret(), "postgres://postgres@127.0.0.1:5432/leadorch");
         assert!(settings.redis.url_opt.is_none());
         assert_eq!(settings.log.format, LogFormat::Pretty);
     }
@@ -427,10 +464,7 @@ mod tests {
         let settings = Settings::load(
             Some("staging"),
             Some(profile),
-            &env(&[
-                ("LEADORCH_HTTP_ADDR", "0.0.0.0:5000"),
-                ("LEADORCH_REDIS_URL", "redis://127.0.0.1:6379"),
-            ]),
+            &env(&[("LEADORCH_HTTP_ADDR", "0.0.0.0:5000"), ("LEADORCH_REDIS_URL", "redis://127.0.0.1:6379")]),
         )
         .expect("valid");
         assert_eq!(settings.http.addr.to_string(), "0.0.0.0:5000");
@@ -441,12 +475,7 @@ mod tests {
 
     #[test]
     fn a_bad_address_fails_naming_the_key_and_the_variable() {
-        let err = Settings::load(
-            None,
-            None,
-            &env(&[("LEADORCH_HTTP_ADDR", "not-an-address")]),
-        )
-        .unwrap_err();
+        let err = Settings::load(None, None, &env(&[("LEADORCH_HTTP_ADDR", "not-an-address")])).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("http.addr"), "{message}");
         assert!(message.contains("LEADORCH_HTTP_ADDR"), "{message}");
@@ -460,8 +489,7 @@ mod tests {
 
     #[test]
     fn a_bad_pool_size_fails_naming_the_variable() {
-        let err =
-            Settings::load(None, None, &env(&[("LEADORCH_DB_POOL_SIZE", "many")])).unwrap_err();
+        let err = Settings::load(None, None, &env(&[("LEADORCH_DB_POOL_SIZE", "many")])).unwrap_err();
         assert!(err.to_string().contains("LEADORCH_DB_POOL_SIZE"), "{err}");
     }
 
@@ -473,11 +501,7 @@ mod tests {
 
     #[test]
     fn a_database_url_error_does_not_echo_the_password() {
-        let err = Settings::load(
-            None,
-            None,
-            &env(&[("LEADORCH_DATABASE_URL", "mysql://u:hunter2@h/db")]),
-        );
+        let err = Settings::load(None, None, &env(&[("LEADORCH_DATABASE_URL", "mysql://u:hunter2@h/db")]));
         let message = err.map(|_| String::new()).unwrap_or_else(|e| e.to_string());
         assert!(message.contains("database.url"), "{message}");
         assert!(!message.contains("hunter2"), "{message}");
@@ -485,12 +509,8 @@ mod tests {
 
     #[test]
     fn secrets_come_from_the_environment_and_debug_never_prints_them() {
-        let settings = Settings::load(
-            None,
-            None,
-            &env(&[("LEADORCH_TWILIO_AUTH_TOKEN", "tok-very-secret")]),
-        )
-        .expect("valid");
+        let settings =
+            Settings::load(None, None, &env(&[("LEADORCH_TWILIO_AUTH_TOKEN", "tok-very-secret")])).expect("valid");
         let debug = format!("{settings:?}");
         assert!(!debug.contains("tok-very-secret"), "{debug}");
         assert!(settings.secrets.twilio_auth_token_opt.is_some());
@@ -498,12 +518,8 @@ mod tests {
 
     #[test]
     fn the_public_url_loses_its_trailing_slash() {
-        let settings = Settings::load(
-            None,
-            None,
-            &env(&[("LEADORCH_PUBLIC_URL", "https://leads.example.com/")]),
-        )
-        .expect("valid");
+        let settings =
+            Settings::load(None, None, &env(&[("LEADORCH_PUBLIC_URL", "https://leads.example.com/")])).expect("valid");
         assert_eq!(settings.http.public_url, "https://leads.example.com");
     }
 }

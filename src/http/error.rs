@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use leadorch_actors::ports::StoreError;
+use leadorch_actors::ports::{StoreError, error_chain};
 use serde_json::json;
 
 /// A failed request.
@@ -34,27 +34,12 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound => ApiError::NotFound,
-            StoreError::Conflict { constraint } => {
-                ApiError::Conflict(format!("conflicts with {constraint}"))
-            }
+            StoreError::Conflict { constraint } => ApiError::Conflict(format!("conflicts with {constraint}")),
             StoreError::Invalid(message) => ApiError::Unprocessable(message),
-            unavailable @ StoreError::Unavailable(_) => {
-                ApiError::Unavailable(Box::new(unavailable))
-            }
+            unavailable @ StoreError::Unavailable(_) => ApiError::Unavailable(Box::new(unavailable)),
             other @ StoreError::Other(_) => ApiError::Internal(Box::new(other)),
         }
     }
-}
-
-fn source_chain(err: &dyn std::error::Error) -> String {
-    let mut chain = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    chain
 }
 
 impl IntoResponse for ApiError {
@@ -71,23 +56,19 @@ impl IntoResponse for ApiError {
         };
         match &self {
             ApiError::Unavailable(err) => {
-                tracing::warn!(error = %source_chain(err.as_ref()), "request failed: unavailable")
+                tracing::warn!(error = %error_chain(err.as_ref()), "request failed: unavailable")
             }
             ApiError::Internal(err) => {
-                tracing::error!(error = %source_chain(err.as_ref()), "request failed")
+                tracing::error!(error = %error_chain(err.as_ref()), "request failed")
             }
             _ => {}
         }
         let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

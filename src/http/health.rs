@@ -24,19 +24,13 @@ pub(crate) async fn liveness() -> impl IntoResponse {
 pub(crate) async fn readiness(State(state): State<AppState>) -> impl IntoResponse {
     let verdict = match tokio::time::timeout(READINESS_BUDGET, state.store.readiness()).await {
         Ok(verdict) => verdict,
-        Err(_) => Err(format!(
-            "database did not answer within {} ms",
-            READINESS_BUDGET.as_millis()
-        )),
+        Err(_) => Err(format!("database did not answer within {} ms", READINESS_BUDGET.as_millis())),
     };
     match verdict {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(reason) => {
             tracing::warn!(%reason, "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "reason": reason })),
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": reason })))
         }
     }
 }

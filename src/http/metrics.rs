@@ -22,10 +22,7 @@ pub fn recorder() -> PrometheusHandle {
     RECORDER
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    30.0,
-                ])
+                .set_buckets(&[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
                 .and_then(|builder| builder.install_recorder());
             match handle {
                 Ok(handle) => handle,
@@ -50,10 +47,7 @@ pub(crate) async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("leadorch_db_pool_connections", "state" => "idle").set(status.available as f64);
     metrics::gauge!("leadorch_db_pool_max_connections").set(status.max_size as f64);
     metrics::gauge!("leadorch_db_pool_waiting").set(status.waiting as f64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
 /// Middleware: counts every request and times it, by matched route (never the raw path, which

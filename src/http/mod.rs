@@ -5,12 +5,14 @@
 mod error;
 mod health;
 pub mod metrics;
+mod webhooks;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{HeaderName, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
+use leadorch_actors::actors::ingress::IngressHandle;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -27,6 +29,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub metrics: PrometheusHandle,
+    /// Where committed webhook events are announced.
+    pub ingress: IngressHandle,
 }
 
 /// Builds the whole router with its layers.
@@ -38,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::liveness))
         .route("/readyz", get(health::readiness))
         .route("/metrics", get(metrics::scrape))
+        .route("/webhooks/shopmonkey/{tenant_id}", post(webhooks::receive_shopmonkey_event))
         .with_state(state)
         .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(RequestBodyLimitLayer::new(body_limit))

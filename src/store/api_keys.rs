@@ -48,16 +48,10 @@ impl ApiKeyRepo {
     ///
     /// # Errors
     /// `Conflict` when the tenant does not exist; `Invalid` for an empty name.
-    pub async fn create(
-        &self,
-        tenant_id: TenantId,
-        name: &str,
-    ) -> Result<CreatedApiKey, StoreError> {
+    pub async fn create(&self, tenant_id: TenantId, name: &str) -> Result<CreatedApiKey, StoreError> {
         let name = name.trim();
         if name.is_empty() {
-            return Err(StoreError::Invalid(
-                "api key name must not be empty".to_owned(),
-            ));
+            return Err(StoreError::Invalid("api key name must not be empty".to_owned()));
         }
         let key = format!("{KEY_PREFIX}{}", generate_secret());
         let id = ApiKeyId::new();
@@ -69,12 +63,7 @@ impl ApiKeyRepo {
             )
             .await
             .map_err(pg_error)?;
-        Ok(CreatedApiKey {
-            id,
-            tenant_id,
-            name: name.to_owned(),
-            key,
-        })
+        Ok(CreatedApiKey { id, tenant_id, name: name.to_owned(), key })
     }
 
     /// Resolves a presented key to its tenant; `None` for an unknown or revoked key.
@@ -116,10 +105,6 @@ impl ApiKeyRepo {
             )
             .await
             .map_err(pg_error)?;
-        if updated == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        if updated == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 }

@@ -14,19 +14,14 @@ pub(crate) fn pg_error(err: tokio_postgres::Error) -> StoreError {
             || *code == SqlState::FOREIGN_KEY_VIOLATION
             || *code == SqlState::EXCLUSION_VIOLATION
         {
-            return StoreError::Conflict {
-                constraint: db.constraint().unwrap_or("unknown").to_owned(),
-            };
+            return StoreError::Conflict { constraint: db.constraint().unwrap_or("unknown").to_owned() };
         }
         if *code == SqlState::CHECK_VIOLATION
             || *code == SqlState::NOT_NULL_VIOLATION
             || *code == SqlState::INVALID_TEXT_REPRESENTATION
             || *code == SqlState::STRING_DATA_RIGHT_TRUNCATION
         {
-            let detail = db
-                .constraint()
-                .map(|c| format!("violates {c}"))
-                .unwrap_or_else(|| db.message().to_owned());
+            let detail = db.constraint().map(|c| format!("violates {c}")).unwrap_or_else(|| db.message().to_owned());
             return StoreError::Invalid(detail);
         }
         let class = &code.code()[..2];
@@ -37,8 +32,7 @@ pub(crate) fn pg_error(err: tokio_postgres::Error) -> StoreError {
         }
         return StoreError::Other(Box::new(err));
     }
-    if err.is_closed() || std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>())
-    {
+    if err.is_closed() || std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>()) {
         return StoreError::Unavailable(Box::new(err));
     }
     StoreError::Other(Box::new(err))

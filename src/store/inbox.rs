@@ -3,23 +3,15 @@
 
 use deadpool_postgres::Pool;
 use jiff::Timestamp;
-use leadorch_actors::domain::{InboxEvent, TenantId};
+use leadorch_actors::domain::{InboxEvent, InboxInsert, TenantId};
 use leadorch_actors::ports::StoreError;
 use tokio_postgres::Row;
 
 use super::error::bad_value;
 use super::{pg_error, pool_error};
 
-const INBOX_COLUMNS: &str = "id, tenant_id, source, event_id, payload, received_at, processed_at, outcome, attempts, last_error";
-
-/// The result of committing an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InboxInsert {
-    /// A new row with this id.
-    Inserted(i64),
-    /// The same event was committed before; nothing written.
-    Duplicate,
-}
+const INBOX_COLUMNS: &str =
+    "id, tenant_id, source, event_id, payload, received_at, processed_at, outcome, attempts, last_error";
 
 /// Reads and writes `inbox_events`.
 #[derive(Clone, Debug)]
@@ -37,8 +29,7 @@ fn event_from_row(row: &Row) -> Result<InboxEvent, StoreError> {
         received_at: row.get("received_at"),
         processed_at_opt: row.get("processed_at"),
         outcome_opt: row.get("outcome"),
-        attempts: u32::try_from(row.get::<_, i32>("attempts"))
-            .map_err(|e| bad_value("attempts", e))?,
+        attempts: u32::try_from(row.get::<_, i32>("attempts")).map_err(|e| bad_value("attempts", e))?,
         last_error_opt: row.get("last_error"),
     })
 }
@@ -68,19 +59,11 @@ impl InboxRepo {
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (tenant_id, source, event_id) DO NOTHING
                  RETURNING id",
-                &[
-                    &tenant_id.as_uuid(),
-                    &source,
-                    &event_id,
-                    payload,
-                    &received_at,
-                ],
+                &[&tenant_id.as_uuid(), &source, &event_id, payload, &received_at],
             )
             .await
             .map_err(pg_error)?;
-        Ok(row.map_or(InboxInsert::Duplicate, |row| {
-            InboxInsert::Inserted(row.get(0))
-        }))
+        Ok(row.map_or(InboxInsert::Duplicate, |row| InboxInsert::Inserted(row.get(0))))
     }
 
     /// Returns one event of the tenant.
@@ -91,9 +74,7 @@ impl InboxRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                &format!(
-                    "SELECT {INBOX_COLUMNS} FROM inbox_events WHERE tenant_id = $1 AND id = $2"
-                ),
+                &format!("SELECT {INBOX_COLUMNS} FROM inbox_events WHERE tenant_id = $1 AND id = $2"),
                 &[&tenant_id.as_uuid(), &id],
             )
             .await
@@ -131,12 +112,7 @@ impl InboxRepo {
     ///
     /// # Errors
     /// `NotFound` when it does not exist or belongs to another tenant.
-    pub async fn mark_processed(
-        &self,
-        tenant_id: TenantId,
-        id: i64,
-        outcome: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn mark_processed(&self, tenant_id: TenantId, id: i64, outcome: &str) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
@@ -146,11 +122,7 @@ impl InboxRepo {
             )
             .await
             .map_err(pg_error)?;
-        if updated == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        if updated == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     /// Records a failed processing attempt and when to try again.
@@ -173,21 +145,14 @@ impl InboxRepo {
             )
             .await
             .map_err(pg_error)?;
-        if updated == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        if updated == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     /// Returns when the tenant's oldest unprocessed event arrived, for the inbox-lag metric.
     ///
     /// # Errors
     /// The database is unavailable.
-    pub async fn oldest_unprocessed(
-        &self,
-        tenant_id: TenantId,
-    ) -> Result<Option<Timestamp>, StoreError> {
+    pub async fn oldest_unprocessed(&self, tenant_id: TenantId) -> Result<Option<Timestamp>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_one(

@@ -4,7 +4,7 @@
 use deadpool_postgres::Pool;
 use jiff::Timestamp;
 use leadorch_actors::domain::{
-    Email, Lead, LeadId, LeadStatus, LocationId, NewLead, NewTouchpoint, Phone, TenantId,
+    CadenceRef, Email, Lead, LeadCreated, LeadId, LeadStatus, LocationId, NewLead, NewTouchpoint, Phone, TenantId,
     TouchpointId, Vehicle,
 };
 use leadorch_actors::ports::StoreError;
@@ -16,24 +16,6 @@ use super::{pg_error, pool_error};
 pub(crate) const LEAD_COLUMNS: &str = "id, tenant_id, location_id, crm_source, crm_order_id, crm_customer_id, status, \
      first_name, last_name, phone, email, vehicle, requested_services, cadence_name, cadence_version, received_at, \
      first_touch_at, created_at, updated_at";
-
-/// The result of an idempotent create.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LeadCreated {
-    /// A new lead (and its plan) was written.
-    Created(Lead),
-    /// The order was already a lead (the webhook and the poller converge here); nothing written.
-    Existing(Lead),
-}
-
-impl LeadCreated {
-    /// Returns the lead either way.
-    pub fn lead(&self) -> &Lead {
-        match self {
-            LeadCreated::Created(lead) | LeadCreated::Existing(lead) => lead,
-        }
-    }
-}
 
 /// Reads and writes `leads` (and `touchpoints` when a lead is created).
 #[derive(Clone, Debug)]
@@ -48,8 +30,8 @@ pub(crate) fn lead_from_row(row: &Row) -> Result<Lead, StoreError> {
         .map(serde_json::from_value::<Vehicle>)
         .transpose()
         .map_err(|e| bad_value("vehicle", e))?;
-    let requested_services: Vec<String> = serde_json::from_value(row.get("requested_services"))
-        .map_err(|e| bad_value("requested_services", e))?;
+    let requested_services: Vec<String> =
+        serde_json::from_value(row.get("requested_services")).map_err(|e| bad_value("requested_services", e))?;
     Ok(Lead {
         id: LeadId::from_uuid(row.get("id")),
         tenant_id: TenantId::from_uuid(row.get("tenant_id")),
@@ -79,13 +61,6 @@ pub(crate) fn lead_from_row(row: &Row) -> Result<Lead, StoreError> {
     })
 }
 
-/// Which cadence (name and version) a new lead's plan was built from.
-#[derive(Debug, Clone, Copy)]
-pub struct CadenceRef<'a> {
-    pub name: &'a str,
-    pub version: i32,
-}
-
 impl LeadRepo {
     pub(crate) fn new(pool: Pool) -> Self {
         LeadRepo { pool }
@@ -108,13 +83,8 @@ impl LeadRepo {
             .map(serde_json::to_value)
             .transpose()
             .map_err(|e| StoreError::Invalid(format!("vehicle: {e}")))?;
-        let services = serde_json::to_value(&new.requested_services)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let status = if plan.is_empty() {
-            LeadStatus::New
-        } else {
-            LeadStatus::InCadence
-        };
+        let services = serde_json::to_value(&new.requested_services).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let status = if plan.is_empty() { LeadStatus::New } else { LeadStatus::InCadence };
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let inserted = tx
@@ -150,9 +120,7 @@ impl LeadRepo {
             .map_err(pg_error)?;
         let Some(row) = inserted else {
             drop(tx);
-            let existing = self
-                .find_by_crm_order(new.tenant_id, &new.crm_source, &new.crm_order_id)
-                .await?;
+            let existing = self.find_by_crm_order(new.tenant_id, &new.crm_source, &new.crm_order_id).await?;
             return Ok(LeadCreated::Existing(existing));
         };
         let lead = lead_from_row(&row)?;
@@ -166,8 +134,7 @@ impl LeadRepo {
                 .await
                 .map_err(pg_error)?;
             for step in plan {
-                let step_index = i32::try_from(step.step_index)
-                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let step_index = i32::try_from(step.step_index).map_err(|e| StoreError::Invalid(e.to_string()))?;
                 tx.execute(
                     &insert,
                     &[
@@ -220,7 +187,9 @@ impl LeadRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                &format!("SELECT {LEAD_COLUMNS} FROM leads WHERE tenant_id = $1 AND crm_source = $2 AND crm_order_id = $3"),
+                &format!(
+                    "SELECT {LEAD_COLUMNS} FROM leads WHERE tenant_id = $1 AND crm_source = $2 AND crm_order_id = $3"
+                ),
                 &[&tenant_id.as_uuid(), &crm_source, &crm_order_id],
             )
             .await
@@ -271,12 +240,7 @@ impl LeadRepo {
     ///
     /// # Errors
     /// `NotFound` when it does not exist or belongs to another tenant.
-    pub async fn set_status(
-        &self,
-        tenant_id: TenantId,
-        lead_id: LeadId,
-        status: LeadStatus,
-    ) -> Result<(), StoreError> {
+    pub async fn set_status(&self, tenant_id: TenantId, lead_id: LeadId, status: LeadStatus) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
@@ -285,10 +249,6 @@ impl LeadRepo {
             )
             .await
             .map_err(pg_error)?;
-        if updated == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        if updated == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 }

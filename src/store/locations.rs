@@ -22,9 +22,7 @@ pub struct LocationRepo {
 
 fn location_from_row(row: &Row) -> Result<Location, StoreError> {
     let phone_opt = |column: &str| -> Result<Option<Phone>, StoreError> {
-        row.get::<_, Option<String>>(column)
-            .map(|p| Phone::parse(&p).map_err(|e| bad_value(column, e)))
-            .transpose()
+        row.get::<_, Option<String>>(column).map(|p| Phone::parse(&p).map_err(|e| bad_value(column, e))).transpose()
     };
     let timezone: String = row.get("timezone");
     Ok(Location {
@@ -62,9 +60,7 @@ impl LocationRepo {
     /// `locations_tenant_id_fkey` when the tenant does not exist; `Invalid` for a bad rate.
     pub async fn create(&self, new: &NewLocation) -> Result<Location, StoreError> {
         if !(new.sms_rate_per_sec.is_finite() && new.sms_rate_per_sec > 0.0) {
-            return Err(StoreError::Invalid(
-                "sms rate must be a positive number".to_owned(),
-            ));
+            return Err(StoreError::Invalid("sms rate must be a positive number".to_owned()));
         }
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
@@ -97,17 +93,11 @@ impl LocationRepo {
     ///
     /// # Errors
     /// `NotFound` when it does not exist or belongs to another tenant.
-    pub async fn get(
-        &self,
-        tenant_id: TenantId,
-        location_id: LocationId,
-    ) -> Result<Location, StoreError> {
+    pub async fn get(&self, tenant_id: TenantId, location_id: LocationId) -> Result<Location, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                &format!(
-                    "SELECT {LOCATION_COLUMNS} FROM locations WHERE tenant_id = $1 AND id = $2"
-                ),
+                &format!("SELECT {LOCATION_COLUMNS} FROM locations WHERE tenant_id = $1 AND id = $2"),
                 &[&tenant_id.as_uuid(), &location_id.as_uuid()],
             )
             .await
@@ -120,11 +110,7 @@ impl LocationRepo {
     ///
     /// # Errors
     /// `NotFound` when the tenant has no such location.
-    pub async fn find_by_crm_id(
-        &self,
-        tenant_id: TenantId,
-        crm_location_id: &str,
-    ) -> Result<Location, StoreError> {
+    pub async fn find_by_crm_id(&self, tenant_id: TenantId, crm_location_id: &str) -> Result<Location, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
@@ -145,10 +131,7 @@ impl LocationRepo {
     pub async fn owner_of(&self, location_id: LocationId) -> Result<TenantId, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
-            .query_opt(
-                "SELECT tenant_id FROM locations WHERE id = $1",
-                &[&location_id.as_uuid()],
-            )
+            .query_opt("SELECT tenant_id FROM locations WHERE id = $1", &[&location_id.as_uuid()])
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;
@@ -207,18 +190,9 @@ impl LocationRepo {
             .map_err(pg_error)?;
         for day in hours.days() {
             let weekday = i16::from(day.weekday.to_monday_one_offset());
-            tx.execute(
-                &insert,
-                &[
-                    &tenant_id.as_uuid(),
-                    &location_id.as_uuid(),
-                    &weekday,
-                    &day.opens,
-                    &day.closes,
-                ],
-            )
-            .await
-            .map_err(pg_error)?;
+            tx.execute(&insert, &[&tenant_id.as_uuid(), &location_id.as_uuid(), &weekday, &day.opens, &day.closes])
+                .await
+                .map_err(pg_error)?;
         }
         tx.execute(
             "UPDATE locations SET updated_at = now() WHERE tenant_id = $1 AND id = $2",
@@ -233,11 +207,7 @@ impl LocationRepo {
     ///
     /// # Errors
     /// The database is unavailable, or stored hours no longer validate.
-    pub async fn hours(
-        &self,
-        tenant_id: TenantId,
-        location_id: LocationId,
-    ) -> Result<WeeklyHours, StoreError> {
+    pub async fn hours(&self, tenant_id: TenantId, location_id: LocationId) -> Result<WeeklyHours, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(

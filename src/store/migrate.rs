@@ -34,19 +34,12 @@ pub async fn ensure_database(config: &tokio_postgres::Config) -> Result<(), Migr
     let Some(name) = config.get_dbname().map(str::to_owned) else {
         return Ok(());
     };
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err(MigrateError::BadDatabaseName(name));
     }
     let mut admin = config.clone();
     admin.dbname("postgres");
-    let (client, connection) = admin
-        .connect(NoTls)
-        .await
-        .map_err(|err| MigrateError::Unavailable(pg_error(err)))?;
+    let (client, connection) = admin.connect(NoTls).await.map_err(|err| MigrateError::Unavailable(pg_error(err)))?;
     let driver = tokio::spawn(connection);
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
@@ -54,10 +47,7 @@ pub async fn ensure_database(config: &tokio_postgres::Config) -> Result<(), Migr
         .map_err(|err| MigrateError::Unavailable(pg_error(err)))?
         .is_some();
     if !exists {
-        match client
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-        {
+        match client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await {
             Ok(()) => tracing::info!(database = %name, "created database"),
             Err(err)
                 if err.code() == Some(&SqlState::DUPLICATE_DATABASE)
@@ -76,32 +66,21 @@ pub async fn ensure_database(config: &tokio_postgres::Config) -> Result<(), Migr
 /// # Errors
 /// The database is unreachable, or a migration failed or diverges from what was applied before.
 pub async fn migrate(config: &tokio_postgres::Config) -> Result<usize, MigrateError> {
-    let (mut client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|err| MigrateError::Unavailable(pg_error(err)))?;
+    let (mut client, connection) =
+        config.connect(NoTls).await.map_err(|err| MigrateError::Unavailable(pg_error(err)))?;
     let driver = tokio::spawn(connection);
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
         .map_err(|err| MigrateError::Unavailable(pg_error(err)))?;
-    let result = migrations::runner()
-        .set_abort_divergent(true)
-        .run_async(&mut client)
-        .await;
+    let result = migrations::runner().set_abort_divergent(true).run_async(&mut client).await;
     // Closing the session releases the lock too; unlock explicitly so a pooled reuse is clean.
-    let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-        .await;
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY]).await;
     drop(client);
     let _ = driver.await;
     let report = result.map_err(MigrateError::Migration)?;
     for applied in report.applied_migrations() {
-        tracing::info!(
-            version = applied.version(),
-            name = applied.name(),
-            "applied migration"
-        );
+        tracing::info!(version = applied.version(), name = applied.name(), "applied migration");
     }
     Ok(report.applied_migrations().len())
 }
@@ -111,15 +90,8 @@ pub async fn migrate(config: &tokio_postgres::Config) -> Result<usize, MigrateEr
 /// # Errors
 /// The query failed for a reason other than the history table not existing yet.
 pub async fn pending_migrations(client: &tokio_postgres::Client) -> Result<usize, StoreError> {
-    let embedded: Vec<i64> = migrations::runner()
-        .get_migrations()
-        .iter()
-        .map(|m| i64::from(m.version()))
-        .collect();
-    let applied: Vec<i64> = match client
-        .query("SELECT version::bigint FROM refinery_schema_history", &[])
-        .await
-    {
+    let embedded: Vec<i64> = migrations::runner().get_migrations().iter().map(|m| i64::from(m.version())).collect();
+    let applied: Vec<i64> = match client.query("SELECT version::bigint FROM refinery_schema_history", &[]).await {
         Ok(rows) => rows.iter().map(|row| row.get::<_, i64>(0)).collect(),
         Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => Vec::new(),
         Err(err) => return Err(pg_error(err)),

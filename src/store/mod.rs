@@ -10,6 +10,7 @@ mod inbox;
 mod leads;
 mod locations;
 mod migrate;
+mod ports;
 mod tenants;
 mod touchpoints;
 
@@ -22,13 +23,14 @@ use tokio_postgres::NoTls;
 
 pub use self::api_keys::{ApiKeyRepo, CreatedApiKey, StaffKey};
 pub(crate) use self::error::{pg_error, pool_error};
-pub use self::inbox::{InboxInsert, InboxRepo};
-pub use self::leads::{CadenceRef, LeadCreated, LeadRepo};
+pub use self::inbox::InboxRepo;
+pub use self::leads::LeadRepo;
 pub use self::locations::LocationRepo;
 pub use self::migrate::{MigrateError, ensure_database, migrate, pending_migrations};
 pub use self::tenants::{CreatedTenant, TenantRepo};
 pub use self::touchpoints::TouchpointRepo;
 use crate::config::DatabaseSettings;
+pub use leadorch_actors::domain::{CadenceRef, InboxInsert, LeadCreated};
 
 /// The pool and the repositories over it. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -68,14 +70,8 @@ impl Store {
     /// Answers whether the database is reachable and every embedded migration is applied;
     /// `Err` carries the reason for /readyz.
     pub async fn readiness(&self) -> Result<(), String> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|err| format!("database unreachable: {}", pool_error(err)))?;
-        let pending = pending_migrations(&client)
-            .await
-            .map_err(|err| format!("cannot read migrations: {err}"))?;
+        let client = self.pool.get().await.map_err(|err| format!("database unreachable: {}", pool_error(err)))?;
+        let pending = pending_migrations(&client).await.map_err(|err| format!("cannot read migrations: {err}"))?;
         if pending > 0 {
             return Err(format!("{pending} migrations not applied"));
         }
@@ -85,10 +81,11 @@ impl Store {
 
 /// Parses the URL into a driver config with the configured connect timeout.
 pub(crate) fn pg_config(settings: &DatabaseSettings) -> Result<tokio_postgres::Config, StoreError> {
-    let mut config: tokio_postgres::Config =
-        settings.url.expose_secret().parse().map_err(|_| {
-            StoreError::Invalid("database url is not a valid postgres URL".to_owned())
-        })?;
+    let mut config: tokio_postgres::Config = settings
+        .url
+        .expose_secret()
+        .parse()
+        .map_err(|_| StoreError::Invalid("database url is not a valid postgres URL".to_owned()))?;
     config.connect_timeout(settings.connect_timeout);
     config.application_name("leadorch");
     Ok(config)
@@ -98,13 +95,7 @@ fn build_pool(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
     let config = pg_config(settings)?;
     // Fast recycling checks only that the connection is open: after a PostgreSQL restart the
     // driver marks old connections closed and the pool replaces them.
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(settings.pool_max_size)
         .runtime(Runtime::Tokio1)

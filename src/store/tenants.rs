@@ -49,22 +49,14 @@ impl TenantRepo {
     ///
     /// # Errors
     /// `Invalid` for an empty name or a secret shorter than 16 characters.
-    pub async fn create(
-        &self,
-        name: &str,
-        webhook_secret_opt: Option<&str>,
-    ) -> Result<CreatedTenant, StoreError> {
+    pub async fn create(&self, name: &str, webhook_secret_opt: Option<&str>) -> Result<CreatedTenant, StoreError> {
         let name = name.trim();
         if name.is_empty() {
-            return Err(StoreError::Invalid(
-                "tenant name must not be empty".to_owned(),
-            ));
+            return Err(StoreError::Invalid("tenant name must not be empty".to_owned()));
         }
         let secret = match webhook_secret_opt {
             Some(secret) if secret.len() < 16 => {
-                return Err(StoreError::Invalid(
-                    "webhook secret must be at least 16 characters".to_owned(),
-                ));
+                return Err(StoreError::Invalid("webhook secret must be at least 16 characters".to_owned()));
             }
             Some(secret) => secret.to_owned(),
             None => generate_secret(),
@@ -78,10 +70,7 @@ impl TenantRepo {
             )
             .await
             .map_err(pg_error)?;
-        Ok(CreatedTenant {
-            tenant: tenant_from_row(&row),
-            webhook_secret: secret,
-        })
+        Ok(CreatedTenant { tenant: tenant_from_row(&row), webhook_secret: secret })
     }
 
     /// Returns one tenant.
@@ -91,10 +80,7 @@ impl TenantRepo {
     pub async fn get(&self, tenant_id: TenantId) -> Result<Tenant, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
-            .query_opt(
-                "SELECT id, name, active, created_at FROM tenants WHERE id = $1",
-                &[&tenant_id.as_uuid()],
-            )
+            .query_opt("SELECT id, name, active, created_at FROM tenants WHERE id = $1", &[&tenant_id.as_uuid()])
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;
@@ -108,13 +94,40 @@ impl TenantRepo {
     pub async fn list(&self) -> Result<Vec<Tenant>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
-            .query(
-                "SELECT id, name, active, created_at FROM tenants ORDER BY created_at, id",
-                &[],
-            )
+            .query("SELECT id, name, active, created_at FROM tenants ORDER BY created_at, id", &[])
             .await
             .map_err(pg_error)?;
         Ok(rows.iter().map(tenant_from_row).collect())
+    }
+
+    /// Stores the tenant's CRM API key, already encrypted by the caller.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown tenant.
+    pub async fn set_crm_key_enc(&self, tenant_id: TenantId, encrypted: &[u8]) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let updated = client
+            .execute(
+                "UPDATE tenants SET crm_api_key_enc = $2, updated_at = now() WHERE id = $1",
+                &[&tenant_id.as_uuid(), &encrypted],
+            )
+            .await
+            .map_err(pg_error)?;
+        if updated == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    /// Returns the tenant's encrypted CRM API key, if one is set.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown tenant.
+    pub async fn crm_key_enc(&self, tenant_id: TenantId) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt("SELECT crm_api_key_enc FROM tenants WHERE id = $1", &[&tenant_id.as_uuid()])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(row.get(0))
     }
 
     /// Returns the secret the tenant's CRM webhooks are signed with, if the tenant is active.
@@ -124,10 +137,7 @@ impl TenantRepo {
     pub async fn webhook_secret(&self, tenant_id: TenantId) -> Result<String, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
-            .query_opt(
-                "SELECT webhook_secret FROM tenants WHERE id = $1 AND active",
-                &[&tenant_id.as_uuid()],
-            )
+            .query_opt("SELECT webhook_secret FROM tenants WHERE id = $1 AND active", &[&tenant_id.as_uuid()])
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;

@@ -3,9 +3,7 @@
 
 use deadpool_postgres::Pool;
 use jiff::Timestamp;
-use leadorch_actors::domain::{
-    Channel, LeadId, TenantId, Touchpoint, TouchpointId, TouchpointStatus,
-};
+use leadorch_actors::domain::{Channel, LeadId, TenantId, Touchpoint, TouchpointId, TouchpointStatus};
 use leadorch_actors::ports::StoreError;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -29,16 +27,14 @@ fn touchpoint_from_row(row: &Row) -> Result<Touchpoint, StoreError> {
         id: TouchpointId::from_uuid(row.get("id")),
         tenant_id: TenantId::from_uuid(row.get("tenant_id")),
         lead_id: LeadId::from_uuid(row.get("lead_id")),
-        step_index: u32::try_from(row.get::<_, i32>("step_index"))
-            .map_err(|e| bad_value("step_index", e))?,
+        step_index: u32::try_from(row.get::<_, i32>("step_index")).map_err(|e| bad_value("step_index", e))?,
         channel: Channel::parse(&channel).ok_or_else(|| bad_value("channel", &channel))?,
         template: row.get("template"),
         status: TouchpointStatus::parse(&status).ok_or_else(|| bad_value("status", &status))?,
         intended_at: row.get("intended_at"),
         scheduled_at: row.get("scheduled_at"),
         placement_reason_opt: row.get("placement_reason"),
-        attempts: u32::try_from(row.get::<_, i32>("attempts"))
-            .map_err(|e| bad_value("attempts", e))?,
+        attempts: u32::try_from(row.get::<_, i32>("attempts")).map_err(|e| bad_value("attempts", e))?,
         attempt_id_opt: row.get("attempt_id"),
         provider_message_id_opt: row.get("provider_message_id"),
         provider_status_opt: row.get("provider_status"),
@@ -56,11 +52,7 @@ impl TouchpointRepo {
     ///
     /// # Errors
     /// The database is unavailable.
-    pub async fn for_lead(
-        &self,
-        tenant_id: TenantId,
-        lead_id: LeadId,
-    ) -> Result<Vec<Touchpoint>, StoreError> {
+    pub async fn for_lead(&self, tenant_id: TenantId, lead_id: LeadId) -> Result<Vec<Touchpoint>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
@@ -79,12 +71,7 @@ impl TouchpointRepo {
     ///
     /// # Errors
     /// The database is unavailable.
-    pub async fn due(
-        &self,
-        tenant_id: TenantId,
-        until: Timestamp,
-        limit: i64,
-    ) -> Result<Vec<Touchpoint>, StoreError> {
+    pub async fn due(&self, tenant_id: TenantId, until: Timestamp, limit: i64) -> Result<Vec<Touchpoint>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
@@ -149,11 +136,7 @@ impl TouchpointRepo {
             )
             .await
             .map_err(pg_error)?;
-        if updated == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        if updated == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     /// Records a failed attempt: back to pending at `retry_at_opt`, or failed for good.
@@ -175,33 +158,18 @@ impl TouchpointRepo {
                  SET status = CASE WHEN $5::timestamptz IS NULL THEN 'failed' ELSE 'pending' END,
                      scheduled_at = COALESCE($5, scheduled_at), last_error = $4, updated_at = now()
                  WHERE tenant_id = $1 AND id = $2 AND attempt_id = $3 AND status = 'sending'",
-                &[
-                    &tenant_id.as_uuid(),
-                    &touchpoint_id.as_uuid(),
-                    &attempt_id,
-                    &error,
-                    &retry_at_opt,
-                ],
+                &[&tenant_id.as_uuid(), &touchpoint_id.as_uuid(), &attempt_id, &error, &retry_at_opt],
             )
             .await
             .map_err(pg_error)?;
-        if updated == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        if updated == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     /// Cancels every pending touch of the lead (a stop condition) and returns how many.
     ///
     /// # Errors
     /// The database is unavailable.
-    pub async fn cancel_pending(
-        &self,
-        tenant_id: TenantId,
-        lead_id: LeadId,
-        reason: &str,
-    ) -> Result<u64, StoreError> {
+    pub async fn cancel_pending(&self, tenant_id: TenantId, lead_id: LeadId, reason: &str) -> Result<u64, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         client
             .execute(

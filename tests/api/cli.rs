@@ -15,11 +15,7 @@ async fn leadorch(db: &TestDb, args: &[&str]) -> Output {
 }
 
 fn json(output: &Output) -> serde_json::Value {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("stdout is json")
 }
 
@@ -29,11 +25,7 @@ async fn an_operator_onboards_a_tenant_location_hours_and_key_from_the_cli() {
 
     let tenant = json(&leadorch(&db, &["tenant", "add", "--name", "Tint Co", "--json"]).await);
     let tenant_id = tenant["id"].as_str().expect("id").to_owned();
-    assert!(
-        tenant["webhook_secret"]
-            .as_str()
-            .is_some_and(|s| s.len() >= 32)
-    );
+    assert!(tenant["webhook_secret"].as_str().is_some_and(|s| s.len() >= 32));
     let location = json(
         &leadorch(
             &db,
@@ -72,32 +64,12 @@ async fn an_operator_onboards_a_tenant_location_hours_and_key_from_the_cli() {
         )
         .await,
     );
-    assert!(
-        hours["hours"]
-            .as_str()
-            .is_some_and(|h| h.contains("sat 09:00-14:00")),
-        "{hours}"
-    );
-    let key = json(
-        &leadorch(
-            &db,
-            &[
-                "apikey",
-                "add",
-                "--tenant",
-                &tenant_id,
-                "--name",
-                "front desk",
-                "--json",
-            ],
-        )
-        .await,
-    );
+    assert!(hours["hours"].as_str().is_some_and(|h| h.contains("sat 09:00-14:00")), "{hours}");
+    let key = json(&leadorch(&db, &["apikey", "add", "--tenant", &tenant_id, "--name", "front desk", "--json"]).await);
     assert!(key["key"].as_str().is_some_and(|k| k.starts_with("lok_")));
     let tenants = json(&leadorch(&db, &["tenant", "list", "--json"]).await);
     assert_eq!(tenants.as_array().map(Vec::len), Some(1));
-    let locations =
-        json(&leadorch(&db, &["location", "list", "--tenant", &tenant_id, "--json"]).await);
+    let locations = json(&leadorch(&db, &["location", "list", "--tenant", &tenant_id, "--json"]).await);
     assert_eq!(locations[0]["name"], "Austin");
     db.drop_database().await;
 }
@@ -128,13 +100,7 @@ async fn the_cli_rejects_an_unknown_timezone_with_a_clear_message_and_a_failing_
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("timezone"), "{stderr}");
-    let count: i64 = db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM locations", &[])
-        .await
-        .expect("q")
-        .get(0);
+    let count: i64 = db.client().await.query_one("SELECT count(*) FROM locations", &[]).await.expect("q").get(0);
     assert_eq!(count, 0);
     db.drop_database().await;
 }
@@ -152,9 +118,6 @@ async fn a_bad_setting_fails_start_up_naming_the_variable() {
 
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("LEADORCH_HTTP_ADDR") && stderr.contains("http.addr"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("LEADORCH_HTTP_ADDR") && stderr.contains("http.addr"), "{stderr}");
     db.drop_database().await;
 }

@@ -2,9 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{
-    OutageProxy, TestDb, database_url, eventually, spawn_app, spawn_app_with, test_settings,
-};
+use crate::helpers::{OutageProxy, TestDb, database_url, eventually, spawn_app, spawn_app_with, test_settings};
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_200_when_the_database_is_up() {
@@ -17,14 +15,7 @@ async fn healthz_and_readyz_answer_200_when_the_database_is_up() {
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(body["status"], "ready");
-    assert!(
-        app.store
-            .tenants
-            .list()
-            .await
-            .expect("schema is there")
-            .is_empty()
-    );
+    assert!(app.store.tenants.list().await.expect("schema is there").is_empty());
     app.teardown().await;
 }
 
@@ -45,24 +36,13 @@ async fn readyz_answers_503_within_2s_when_postgres_is_cut_off_and_recovers_by_i
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
     let body: serde_json::Value = during.json().await.expect("json");
     assert_eq!(body["status"], "unavailable");
-    assert!(
-        body["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("database")),
-        "{body}"
-    );
+    assert!(body["reason"].as_str().is_some_and(|r| r.contains("database")), "{body}");
     // The liveness probe must not restart a process just because its database is down.
     assert_eq!(app.get("/healthz").await.status(), 200);
 
     proxy.restore();
-    let recovered = eventually(Duration::from_secs(10), || async {
-        app.get("/readyz").await.status() == 200
-    })
-    .await;
-    assert!(
-        recovered,
-        "readyz did not recover after the database came back"
-    );
+    let recovered = eventually(Duration::from_secs(10), || async { app.get("/readyz").await.status() == 200 }).await;
+    assert!(recovered, "readyz did not recover after the database came back");
     app.teardown().await;
 }
 
@@ -70,21 +50,13 @@ async fn readyz_answers_503_within_2s_when_postgres_is_cut_off_and_recovers_by_i
 async fn readyz_answers_503_when_migrations_are_missing() {
     let app = spawn_app().await;
     let client = app.db.client().await;
-    client
-        .batch_execute("DELETE FROM refinery_schema_history")
-        .await
-        .expect("forget migrations");
+    client.batch_execute("DELETE FROM refinery_schema_history").await.expect("forget migrations");
 
     let response = app.get("/readyz").await;
 
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.expect("json");
-    assert!(
-        body["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("migrations not applied")),
-        "{body}"
-    );
+    assert!(body["reason"].as_str().is_some_and(|r| r.contains("migrations not applied")), "{body}");
     app.teardown().await;
 }
 
@@ -96,12 +68,7 @@ async fn metrics_expose_http_process_and_pool_figures_in_prometheus_text() {
     let response = app.get("/metrics").await;
 
     assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .expect("ascii")
-            .starts_with("text/plain")
-    );
+    assert!(response.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
     let text = response.text().await.expect("text");
     assert!(text.contains("leadorch_http_requests_total{"), "{text}");
     assert!(text.contains("route=\"/healthz\""), "{text}");

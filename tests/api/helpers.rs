@@ -24,8 +24,7 @@ pub(crate) fn base_database_url() -> String {
 
 /// Returns the base URL with its database (path) replaced, and its host:port replaced when given.
 pub(crate) fn database_url(name: &str, host_port_opt: Option<SocketAddr>) -> String {
-    let mut url =
-        reqwest::Url::parse(&base_database_url()).expect("LEADORCH_TEST_DATABASE_URL is a URL");
+    let mut url = reqwest::Url::parse(&base_database_url()).expect("LEADORCH_TEST_DATABASE_URL is a URL");
     url.set_path(&format!("/{name}"));
     if let Some(addr) = host_port_opt {
         url.set_host(Some(&addr.ip().to_string())).expect("host");
@@ -37,33 +36,19 @@ pub(crate) fn database_url(name: &str, host_port_opt: Option<SocketAddr>) -> Str
 /// Returns the host:port of the test PostgreSQL server.
 pub(crate) fn database_addr() -> String {
     let url = reqwest::Url::parse(&base_database_url()).expect("url");
-    format!(
-        "{}:{}",
-        url.host_str().unwrap_or("127.0.0.1"),
-        url.port().unwrap_or(5432)
-    )
+    format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(5432))
 }
 
 fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        leadorch::telemetry::init(&LogSettings {
-            format: LogFormat::Pretty,
-            filter: "info".to_owned(),
-        });
+        leadorch::telemetry::init(&LogSettings { format: LogFormat::Pretty, filter: "info".to_owned() });
     }
 }
 
 /// Settings for a test: the `test` profile, a fresh database name, port 0.
 pub(crate) fn test_settings(db_url: &str) -> Settings {
-    let env: HashMap<String, String> = [("LEADORCH_DATABASE_URL".to_owned(), db_url.to_owned())]
-        .into_iter()
-        .collect();
-    Settings::load(
-        Some("test"),
-        Some(include_str!("../../config/test.toml")),
-        &env,
-    )
-    .expect("test settings are valid")
+    let env: HashMap<String, String> = [("LEADORCH_DATABASE_URL".to_owned(), db_url.to_owned())].into_iter().collect();
+    Settings::load(Some("test"), Some(include_str!("../../config/test.toml")), &env).expect("test settings are valid")
 }
 
 /// A database of its own for one test, dropped by `drop_database`.
@@ -80,9 +65,7 @@ impl TestDb {
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
         let url = database_url(&name, None);
         let config: tokio_postgres::Config = url.parse().expect("url");
-        store::ensure_database(&config)
-            .await
-            .expect("create test database");
+        store::ensure_database(&config).await.expect("create test database");
         TestDb { name, url }
     }
 
@@ -90,9 +73,7 @@ impl TestDb {
     pub(crate) async fn migrated() -> TestDb {
         let db = TestDb::empty().await;
         let config: tokio_postgres::Config = db.url.parse().expect("url");
-        store::migrate(&config)
-            .await
-            .expect("migrate test database");
+        store::migrate(&config).await.expect("migrate test database");
         db
     }
 
@@ -103,9 +84,7 @@ impl TestDb {
 
     /// Connects one plain client, for assertions in SQL.
     pub(crate) async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(connection);
         client
     }
@@ -113,15 +92,10 @@ impl TestDb {
     /// Drops the database, closing any connection still open to it.
     pub(crate) async fn drop_database(self) {
         let admin = database_url("postgres", None);
-        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-            .await
-            .expect("connect admin");
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect admin");
         tokio::spawn(connection);
         client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            ))
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
             .await
             .expect("drop test database");
     }
@@ -156,10 +130,7 @@ pub(crate) async fn spawn_app_with(db: TestDb, settings: Settings) -> TestApp {
     }));
     TestApp {
         address,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client"),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
         store,
         db,
         shutdown: Some(shutdown_tx),
@@ -170,11 +141,7 @@ pub(crate) async fn spawn_app_with(db: TestDb, settings: Settings) -> TestApp {
 impl TestApp {
     /// GETs a path of the app.
     pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .expect("request sent")
+        self.http.get(format!("{}{path}", self.address)).send().await.expect("request sent")
     }
 
     /// Stops the app gracefully and drops its database.
@@ -189,10 +156,7 @@ impl TestApp {
             let _ = tx.send(());
         }
         let result = tokio::time::timeout(Duration::from_secs(15), &mut self.server).await;
-        result
-            .expect("app stops within 15 s")
-            .expect("server task")
-            .expect("server ran cleanly");
+        result.expect("app stops within 15 s").expect("server task").expect("server ran cleanly");
     }
 }
 
@@ -228,11 +192,7 @@ impl OutageProxy {
     pub(crate) async fn start() -> OutageProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
-        let proxy = OutageProxy {
-            addr,
-            up: Arc::new(AtomicBool::new(true)),
-            connections: Arc::default(),
-        };
+        let proxy = OutageProxy { addr, up: Arc::new(AtomicBool::new(true)), connections: Arc::default() };
         let upstream = database_addr();
         let accepting = proxy.clone();
         tokio::spawn(async move {
@@ -247,11 +207,7 @@ impl OutageProxy {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
-                accepting
-                    .connections
-                    .lock()
-                    .expect("proxy mutex")
-                    .push(task.abort_handle());
+                accepting.connections.lock().expect("proxy mutex").push(task.abort_handle());
             }
         });
         proxy
@@ -275,15 +231,9 @@ impl OutageProxy {
 pub(crate) async fn seed_tenant(
     store: &Store,
     name: &str,
-) -> (
-    leadorch_actors::domain::Tenant,
-    leadorch_actors::domain::Location,
-) {
+) -> (leadorch_actors::domain::Tenant, leadorch_actors::domain::Location) {
     use leadorch::ops::{self, LocationInput};
-    let tenant = ops::add_tenant(store, name, None)
-        .await
-        .expect("tenant")
-        .tenant;
+    let tenant = ops::add_tenant(store, name, None).await.expect("tenant").tenant;
     let location = ops::add_location(
         store,
         LocationInput {
@@ -352,4 +302,120 @@ pub(crate) fn two_step_plan() -> Vec<leadorch_actors::domain::NewTouchpoint> {
             placement_reason_opt: Some("business hours".into()),
         },
     ]
+}
+
+/// The company every ShopMonkey-backed test uses at the fake.
+pub(crate) const COMPANY: &str = "co_tintco";
+/// Its API key at the fake.
+pub(crate) const COMPANY_KEY: &str = "sm_test_key_tintco";
+
+/// A running app wired to a ShopMonkey fake: one tenant whose first locations mirror the fake's.
+#[derive(Debug)]
+pub(crate) struct CrmWorld {
+    pub(crate) app: TestApp,
+    pub(crate) sim: leadorch::sim::shopmonkey::ShopMonkeySim,
+    pub(crate) tenant: leadorch_actors::domain::Tenant,
+    pub(crate) webhook_secret: String,
+    /// leadorch's locations, in the fake's location order.
+    pub(crate) locations: Vec<leadorch_actors::domain::Location>,
+    /// The fake's locations (more than leadorch knows when `registered < total`).
+    pub(crate) sim_locations: Vec<leadorch::sim::shopmonkey::SimLocation>,
+}
+
+/// Starts a ShopMonkey fake with `total` locations, a tenant with the first `registered` of
+/// them, and the app (poller every second, CRM key from the environment fallback), then points
+/// the fake's webhooks at the app. `configure` adjusts the settings before the app starts.
+pub(crate) async fn spawn_crm_world(
+    total: usize,
+    registered: usize,
+    configure: impl FnOnce(&mut Settings),
+) -> CrmWorld {
+    use leadorch::ops::{self, LocationInput};
+    use leadorch::sim::shopmonkey::{ShopMonkeySim, SimSeed};
+
+    let seed = SimSeed::franchise(COMPANY, COMPANY_KEY, total, 6);
+    let sim_locations = seed.companies[0].locations.clone();
+    let sim = ShopMonkeySim::start(seed).await.expect("fake starts");
+    let db = TestDb::migrated().await;
+    let store = db.store();
+    let created = ops::add_tenant(&store, "Tint Co", None).await.expect("tenant");
+    let mut locations = Vec::new();
+    for sim_location in sim_locations.iter().take(registered) {
+        let input = LocationInput {
+            tenant_id: created.tenant.id,
+            crm_location_id: sim_location.id.clone(),
+            name: sim_location.name.clone(),
+            timezone: sim_location.timezone.clone(),
+            sms_rate_per_sec: 1.0,
+            ..LocationInput::default()
+        };
+        locations.push(ops::add_location(&store, input).await.expect("location"));
+    }
+    let mut settings = test_settings(&db.url);
+    settings.shopmonkey.base_url = sim.base_url();
+    settings.shopmonkey.max_retries = 1;
+    settings.shopmonkey.request_timeout = Duration::from_secs(2);
+    settings.secrets.shopmonkey_api_key_opt = Some(secrecy::SecretString::from(COMPANY_KEY.to_owned()));
+    settings.poller.interval = Duration::from_secs(1);
+    settings.ingress.sweep_interval = Duration::from_millis(300);
+    configure(&mut settings);
+    let app = spawn_app_with(db, settings).await;
+    sim.set_webhook_target(
+        COMPANY,
+        format!("{}/webhooks/shopmonkey/{}", app.address, created.tenant.id),
+        created.webhook_secret.clone(),
+    );
+    CrmWorld { app, sim, tenant: created.tenant, webhook_secret: created.webhook_secret, locations, sim_locations }
+}
+
+impl CrmWorld {
+    /// Stops the app and the fake, and drops the database.
+    pub(crate) async fn teardown(self) {
+        self.sim.shutdown().await;
+        self.app.teardown().await;
+    }
+
+    /// Counts rows of `table` for this tenant.
+    pub(crate) async fn count(&self, table: &str) -> i64 {
+        let client = self.app.db.client().await;
+        let sql = format!("SELECT count(*) FROM {table} WHERE tenant_id = $1");
+        client.query_one(&sql, &[&self.tenant.id.as_uuid()]).await.expect("count").get(0)
+    }
+
+    /// Posts a webhook body to the app, signed with `secret` at `timestamp`.
+    pub(crate) async fn post_signed(
+        &self,
+        body: &[u8],
+        secret: &str,
+        timestamp: i64,
+        request_id: &str,
+    ) -> reqwest::Response {
+        let webhook_id = format!("msg_{request_id}");
+        let signature = leadorch::crm::shopmonkey::signature::sign(secret, &webhook_id, timestamp, body);
+        self.app
+            .http
+            .post(format!("{}/webhooks/shopmonkey/{}", self.app.address, self.tenant.id))
+            .header("content-type", "application/json")
+            .header("x-request-id", request_id)
+            .header("webhook-id", webhook_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .header("webhook-version", "3")
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Waits until the tenant has a lead for `order_id`, returning it.
+    pub(crate) async fn lead_for(&self, order_id: &str, within: Duration) -> Option<leadorch_actors::domain::Lead> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.app.store.leads.find_by_crm_order(self.tenant.id, "shopmonkey", order_id).await {
+                Ok(lead) => return Some(lead),
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(_) => return None,
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod health;
 mod helpers;
+mod ingress;
 mod migrations;
 mod ops;
 mod store;

@@ -6,13 +6,8 @@ use crate::helpers::TestDb;
 
 async fn applied_versions(db: &TestDb) -> Vec<i32> {
     let client = db.client().await;
-    let rows = client
-        .query(
-            "SELECT version FROM refinery_schema_history ORDER BY version",
-            &[],
-        )
-        .await
-        .expect("history");
+    let rows =
+        client.query("SELECT version FROM refinery_schema_history ORDER BY version", &[]).await.expect("history");
     rows.iter().map(|r| r.get(0)).collect()
 }
 
@@ -47,16 +42,8 @@ async fn two_leadorch_migrate_processes_at_once_leave_one_consistent_schema() {
     let (a, b) = tokio::join!(spawn(), spawn());
 
     let (a, b) = (a.expect("run a"), b.expect("run b"));
-    assert!(
-        a.status.success(),
-        "a failed: {}",
-        String::from_utf8_lossy(&a.stderr)
-    );
-    assert!(
-        b.status.success(),
-        "b failed: {}",
-        String::from_utf8_lossy(&b.stderr)
-    );
+    assert!(a.status.success(), "a failed: {}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "b failed: {}", String::from_utf8_lossy(&b.stderr));
     let db = TestDb { name, url };
     assert_eq!(applied_versions(&db).await, vec![1]);
     let client = db.client().await;
@@ -64,8 +51,19 @@ async fn two_leadorch_migrate_processes_at_once_leave_one_consistent_schema() {
         .query_one(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name = ANY($1)",
             &[&vec![
-                "tenants", "locations", "location_hours", "service_catalog", "leads", "touchpoints", "consent",
-                "inbox_events", "job_executions", "chat_sessions", "chat_messages", "appointments", "api_keys",
+                "tenants",
+                "locations",
+                "location_hours",
+                "service_catalog",
+                "leads",
+                "touchpoints",
+                "consent",
+                "inbox_events",
+                "job_executions",
+                "chat_sessions",
+                "chat_messages",
+                "appointments",
+                "api_keys",
             ]],
         )
         .await
@@ -79,10 +77,7 @@ async fn two_leadorch_migrate_processes_at_once_leave_one_consistent_schema() {
 async fn the_due_touchpoints_query_uses_the_status_and_time_index() {
     let db = TestDb::migrated().await;
     let client = db.client().await;
-    client
-        .batch_execute("SET enable_seqscan = off")
-        .await
-        .expect("set");
+    client.batch_execute("SET enable_seqscan = off").await.expect("set");
 
     let plan = client
         .query("EXPLAIN SELECT id FROM touchpoints WHERE status = 'pending' AND scheduled_at <= now() ORDER BY scheduled_at LIMIT 100", &[])
@@ -90,9 +85,6 @@ async fn the_due_touchpoints_query_uses_the_status_and_time_index() {
         .expect("explain");
 
     let text: Vec<String> = plan.iter().map(|r| r.get(0)).collect();
-    assert!(
-        text.iter().any(|l| l.contains("touchpoints_due_idx")),
-        "{text:?}"
-    );
+    assert!(text.iter().any(|l| l.contains("touchpoints_due_idx")), "{text:?}");
     db.drop_database().await;
 }

@@ -55,11 +55,8 @@ impl Email {
         if input.len() > MAX_LEN {
             return Err(EmailError::TooLong);
         }
-        let options = Options::default()
-            .without_display_text()
-            .without_domain_literal();
-        let parsed =
-            EmailAddress::parse_with_options(input, options).map_err(|_| EmailError::Invalid)?;
+        let options = Options::default().without_display_text().without_domain_literal();
+        let parsed = EmailAddress::parse_with_options(input, options).map_err(|_| EmailError::Invalid)?;
         let domain = parsed.domain().to_lowercase();
         if !domain.contains('.') {
             return Err(EmailError::DomainWithoutDot);
@@ -70,10 +67,7 @@ impl Email {
         if address.len() > MAX_LEN {
             return Err(EmailError::TooLong);
         }
-        Ok(Self {
-            at: local.len(),
-            address,
-        })
+        Ok(Self { at: local.len(), address })
     }
 
     /// Returns the normalised address.
@@ -194,11 +188,7 @@ mod tests {
 
     #[test]
     fn error_messages_never_echo_the_input() {
-        for input in [
-            "secret.person@localhost",
-            "secret.person",
-            "Secret <x@y.com>",
-        ] {
+        for input in ["secret.person@localhost", "secret.person", "Secret <x@y.com>"] {
             let message = Email::parse(input).unwrap_err().to_string();
             assert!(!message.contains("secret"), "{message}");
         }
@@ -207,10 +197,7 @@ mod tests {
     #[test]
     fn serde_uses_the_address_string_and_validates_on_the_way_in() {
         let email = Email::parse("ann@example.com").unwrap();
-        assert_eq!(
-            serde_json::to_string(&email).unwrap(),
-            "\"ann@example.com\""
-        );
+        assert_eq!(serde_json::to_string(&email).unwrap(), "\"ann@example.com\"");
         let back: Email = serde_json::from_str("\" ann@EXAMPLE.com\"").unwrap();
         assert_eq!(back, email);
         assert!(serde_json::from_str::<Email>("\"ann@localhost\"").is_err());

@@ -23,9 +23,7 @@ pub enum HoursError {
     #[error("opening hours have an empty entry (a stray comma?)")]
     EmptyEntry,
     /// An entry is not shaped like `DAYS HH:MM-HH:MM`.
-    #[error(
-        "malformed opening hours entry {fragment:?}: expected DAYS HH:MM-HH:MM, like \"mon-fri 08:00-18:00\""
-    )]
+    #[error("malformed opening hours entry {fragment:?}: expected DAYS HH:MM-HH:MM, like \"mon-fri 08:00-18:00\"")]
     Malformed {
         /// The offending entry.
         fragment: String,
@@ -45,9 +43,7 @@ pub enum HoursError {
         fragment: String,
     },
     /// An interval closes at or before it opens.
-    #[error(
-        "closing time is not after opening time in {fragment:?} (split overnight hours at 24:00)"
-    )]
+    #[error("closing time is not after opening time in {fragment:?} (split overnight hours at 24:00)")]
     ClosesNotAfterOpens {
         /// The offending entry.
         fragment: String,
@@ -86,23 +82,13 @@ impl DayHours {
 
     /// Orders intervals Monday first, then by opening and closing time.
     fn sort_key(&self) -> (i8, Time, Time) {
-        (
-            self.weekday.to_monday_zero_offset(),
-            self.opens,
-            self.closes,
-        )
+        (self.weekday.to_monday_zero_offset(), self.opens, self.closes)
     }
 }
 
 impl fmt::Display for DayHours {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}-{}",
-            day_name(self.weekday),
-            TimeText(self.opens),
-            TimeText(self.closes)
-        )
+        write!(f, "{} {}-{}", day_name(self.weekday), TimeText(self.opens), TimeText(self.closes))
     }
 }
 
@@ -143,15 +129,11 @@ impl WeeklyHours {
             for time in [day.opens, day.closes] {
                 let is_end_of_day = time == Time::MAX && time == day.closes;
                 if !is_end_of_day && (time.second() != 0 || time.subsec_nanosecond() != 0) {
-                    return Err(HoursError::BadTime {
-                        fragment: time.to_string(),
-                    });
+                    return Err(HoursError::BadTime { fragment: time.to_string() });
                 }
             }
             if day.closes <= day.opens {
-                return Err(HoursError::ClosesNotAfterOpens {
-                    fragment: day.to_string(),
-                });
+                return Err(HoursError::ClosesNotAfterOpens { fragment: day.to_string() });
             }
         }
         days.sort_by_key(DayHours::sort_key);
@@ -194,13 +176,9 @@ fn parse_entry(entry: &str, out: &mut Vec<DayHours>) -> Result<(), HoursError> {
     if entry.is_empty() {
         return Err(HoursError::EmptyEntry);
     }
-    let malformed = || HoursError::Malformed {
-        fragment: echo(entry),
-    };
+    let malformed = || HoursError::Malformed { fragment: echo(entry) };
     // Day names have no digits, so the times start at the first digit.
-    let split = entry
-        .find(|c: char| c.is_ascii_digit())
-        .ok_or_else(malformed)?;
+    let split = entry.find(|c: char| c.is_ascii_digit()).ok_or_else(malformed)?;
     let (days_text, times_text) = entry.split_at(split);
     let days_text: String = days_text.chars().filter(|c| !c.is_whitespace()).collect();
     if days_text.is_empty() {
@@ -213,28 +191,17 @@ fn parse_entry(entry: &str, out: &mut Vec<DayHours>) -> Result<(), HoursError> {
     let opens = parse_time(opens_text, false)?;
     let closes = parse_time(closes_text, true)?;
     if closes <= opens {
-        return Err(HoursError::ClosesNotAfterOpens {
-            fragment: echo(entry),
-        });
+        return Err(HoursError::ClosesNotAfterOpens { fragment: echo(entry) });
     }
-    out.extend(weekdays.map(|weekday| DayHours {
-        weekday,
-        opens,
-        closes,
-    }));
+    out.extend(weekdays.map(|weekday| DayHours { weekday, opens, closes }));
     Ok(())
 }
 
 /// Parses "mon" or a range "mon-fri" (wrapping past Sunday if needed) into the days it covers.
 fn parse_days(text: &str) -> Result<impl Iterator<Item = Weekday>, HoursError> {
-    let unknown = || HoursError::UnknownDay {
-        fragment: echo(text),
-    };
+    let unknown = || HoursError::UnknownDay { fragment: echo(text) };
     let (first, last) = match text.split_once('-') {
-        Some((a, b)) => (
-            parse_day(a).ok_or_else(unknown)?,
-            parse_day(b).ok_or_else(unknown)?,
-        ),
+        Some((a, b)) => (parse_day(a).ok_or_else(unknown)?, parse_day(b).ok_or_else(unknown)?),
         None => {
             let day = parse_day(text).ok_or_else(unknown)?;
             (day, day)
@@ -274,12 +241,9 @@ fn day_name(weekday: Weekday) -> &'static str {
 
 /// Parses "H:MM" or "HH:MM"; "24:00" is accepted only as a closing time.
 fn parse_time(text: &str, is_closing: bool) -> Result<Time, HoursError> {
-    let bad = || HoursError::BadTime {
-        fragment: echo(text),
-    };
+    let bad = || HoursError::BadTime { fragment: echo(text) };
     let (hour, minute) = text.split_once(':').ok_or_else(bad)?;
-    let is_digits =
-        |s: &str, lens: &[usize]| lens.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    let is_digits = |s: &str, lens: &[usize]| lens.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
     if !is_digits(hour, &[1, 2]) || !is_digits(minute, &[2]) {
         return Err(bad());
     }
@@ -347,11 +311,7 @@ mod tests {
     use super::*;
 
     fn interval(weekday: Weekday, opens: Time, closes: Time) -> DayHours {
-        DayHours {
-            weekday,
-            opens,
-            closes,
-        }
+        DayHours { weekday, opens, closes }
     }
 
     #[test]
@@ -367,19 +327,14 @@ mod tests {
 
     #[test]
     fn equivalent_spellings_parse_to_the_same_hours() {
-        let canonical =
-            WeeklyHours::parse("mon 08:00-12:00, mon 13:00-17:00, sat 09:00-14:00").unwrap();
+        let canonical = WeeklyHours::parse("mon 08:00-12:00, mon 13:00-17:00, sat 09:00-14:00").unwrap();
         let variants = [
             "mon 08:00-12:00, mon 13:00-17:00, sat 09:00-14:00",
             "Saturday 9:00-14:00, MON 13:00-17:00,Monday 08:00 - 12:00",
             "  sat-sat 09:00-14:00 ,mon 8:00-12:00, mon 13:00-17:00  ",
         ];
         for input in variants {
-            assert_eq!(
-                WeeklyHours::parse(input),
-                Ok(canonical.clone()),
-                "{input:?}"
-            );
+            assert_eq!(WeeklyHours::parse(input), Ok(canonical.clone()), "{input:?}");
         }
     }
 
@@ -387,15 +342,7 @@ mod tests {
     fn wrapping_ranges_cover_the_weekend() {
         let hours = WeeklyHours::parse("fri-mon 10:00-16:00").unwrap();
         let weekdays: Vec<_> = hours.days().iter().map(|d| d.weekday).collect();
-        assert_eq!(
-            weekdays,
-            [
-                Weekday::Monday,
-                Weekday::Friday,
-                Weekday::Saturday,
-                Weekday::Sunday
-            ]
-        );
+        assert_eq!(weekdays, [Weekday::Monday, Weekday::Friday, Weekday::Saturday, Weekday::Sunday]);
     }
 
     #[test]
@@ -404,11 +351,7 @@ mod tests {
         assert_eq!(hours.days().len(), 7);
         assert!(hours.is_open_at(Weekday::Sunday, time(23, 59, 0, 0)));
         assert!(hours.is_open_at(Weekday::Monday, time(0, 0, 0, 0)));
-        assert!(
-            hours
-                .to_string()
-                .starts_with("mon 00:00-24:00, tue 00:00-24:00")
-        );
+        assert!(hours.to_string().starts_with("mon 00:00-24:00, tue 00:00-24:00"));
     }
 
     #[test]
@@ -431,18 +374,10 @@ mod tests {
 
     #[test]
     fn bad_input_is_rejected_with_an_error_naming_the_fragment() {
-        let malformed = |s: &str| HoursError::Malformed {
-            fragment: s.to_owned(),
-        };
-        let unknown_day = |s: &str| HoursError::UnknownDay {
-            fragment: s.to_owned(),
-        };
-        let bad_time = |s: &str| HoursError::BadTime {
-            fragment: s.to_owned(),
-        };
-        let not_after = |s: &str| HoursError::ClosesNotAfterOpens {
-            fragment: s.to_owned(),
-        };
+        let malformed = |s: &str| HoursError::Malformed { fragment: s.to_owned() };
+        let unknown_day = |s: &str| HoursError::UnknownDay { fragment: s.to_owned() };
+        let bad_time = |s: &str| HoursError::BadTime { fragment: s.to_owned() };
+        let not_after = |s: &str| HoursError::ClosesNotAfterOpens { fragment: s.to_owned() };
         let cases = [
             ("", HoursError::Empty),
             ("   ", HoursError::Empty),
@@ -484,10 +419,7 @@ mod tests {
         assert!(err.to_string().contains("on wed"), "{err}");
 
         let duplicate = WeeklyHours::parse("sat 09:00-14:00, sat 09:00-14:00");
-        assert!(matches!(
-            duplicate,
-            Err(HoursError::Overlap { day: "sat", .. })
-        ));
+        assert!(matches!(duplicate, Err(HoursError::Overlap { day: "sat", .. })));
     }
 
     #[test]
@@ -504,26 +436,19 @@ mod tests {
             interval(Weekday::Monday, time(8, 0, 0, 0), time(12, 0, 0, 0)),
         ])
         .unwrap();
-        assert_eq!(
-            hours.to_string(),
-            "mon 08:00-12:00, mon 13:00-17:00, tue 09:00-17:00"
-        );
+        assert_eq!(hours.to_string(), "mon 08:00-12:00, mon 13:00-17:00, tue 09:00-17:00");
         assert_eq!(hours.intervals_on(Weekday::Monday).count(), 2);
 
         let backwards = interval(Weekday::Sunday, time(17, 0, 0, 0), time(9, 0, 0, 0));
         assert_eq!(
             WeeklyHours::from_days(vec![backwards]),
-            Err(HoursError::ClosesNotAfterOpens {
-                fragment: "sun 17:00-09:00".to_owned()
-            })
+            Err(HoursError::ClosesNotAfterOpens { fragment: "sun 17:00-09:00".to_owned() })
         );
 
         let with_seconds = interval(Weekday::Sunday, time(9, 0, 30, 0), time(17, 0, 0, 0));
         assert_eq!(
             WeeklyHours::from_days(vec![with_seconds]),
-            Err(HoursError::BadTime {
-                fragment: "09:00:30".to_owned()
-            })
+            Err(HoursError::BadTime { fragment: "09:00:30".to_owned() })
         );
     }
 
@@ -543,10 +468,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<WeeklyHours>(&json).unwrap(), hours);
 
         let never = serde_json::to_string(&WeeklyHours::default()).unwrap();
-        assert_eq!(
-            serde_json::from_str::<WeeklyHours>(&never).unwrap(),
-            WeeklyHours::default()
-        );
+        assert_eq!(serde_json::from_str::<WeeklyHours>(&never).unwrap(), WeeklyHours::default());
 
         let err = serde_json::from_str::<WeeklyHours>("\"funday 08:00-12:00\"").unwrap_err();
         assert!(err.to_string().contains("funday"), "{err}");
@@ -570,11 +492,7 @@ mod tests {
                 let weekday = Weekday::from_monday_zero_offset(offset).unwrap();
                 let minutes: Vec<u16> = minutes.into_iter().collect();
                 for pair in minutes.chunks_exact(2) {
-                    days.push(interval(
-                        weekday,
-                        minute_to_time(pair[0]),
-                        minute_to_time(pair[1]),
-                    ));
+                    days.push(interval(weekday, minute_to_time(pair[0]), minute_to_time(pair[1])));
                 }
             }
             days

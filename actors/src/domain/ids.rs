@@ -143,10 +143,7 @@ mod tests {
     #[test]
     fn display_is_the_hyphenated_uuid() {
         let uuid = Uuid::parse_str("0190b4a2-7c1e-7d3a-9f00-123456789abc").unwrap();
-        assert_eq!(
-            LocationId::from_uuid(uuid).to_string(),
-            "0190b4a2-7c1e-7d3a-9f00-123456789abc"
-        );
+        assert_eq!(LocationId::from_uuid(uuid).to_string(), "0190b4a2-7c1e-7d3a-9f00-123456789abc");
     }
 
     #[test]

@@ -17,6 +17,12 @@ pub use timezone::{TimeZoneError, TimeZoneName};
 
 mod records;
 pub use records::{
-    Channel, InboxEvent, Lead, LeadStatus, Location, NewLead, NewLocation, NewTouchpoint, Tenant,
-    Touchpoint, TouchpointStatus, Vehicle,
+    CadenceRef, Channel, InboxEvent, InboxInsert, JobRun, Lead, LeadCreated, LeadStatus, Location, NewLead,
+    NewLocation, NewTouchpoint, Tenant, Touchpoint, TouchpointStatus, Vehicle,
+};
+
+mod crm;
+pub use crm::{
+    CrmAppointment, CrmCannedService, CrmCustomer, CrmEmail, CrmLocation, CrmOrder, CrmPage, CrmPhone, CrmVehicle,
+    NewCrmAppointment,
 };

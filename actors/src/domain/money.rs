@@ -31,9 +31,7 @@ pub enum MoneyError {
 }
 
 /// Holds an amount of money as a whole number of US cents; negative amounts are allowed.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Money(i64);
 
@@ -93,9 +91,7 @@ impl Money {
     /// a cent, [`MoneyError::Overflow`] beyond `i64` cents and [`MoneyError::Invalid`] otherwise.
     pub fn parse(input: &str) -> Result<Self, MoneyError> {
         let trimmed = input.trim();
-        let invalid = || MoneyError::Invalid {
-            input: trimmed.to_owned(),
-        };
+        let invalid = || MoneyError::Invalid { input: trimmed.to_owned() };
 
         let (negative, rest) = match trimmed.strip_prefix('-') {
             Some(rest) => (true, rest),
@@ -103,11 +99,7 @@ impl Money {
         };
         let rest = rest.strip_prefix('$').unwrap_or(rest);
         if rest.is_empty() {
-            return if trimmed.is_empty() {
-                Err(MoneyError::Empty)
-            } else {
-                Err(invalid())
-            };
+            return if trimmed.is_empty() { Err(MoneyError::Empty) } else { Err(invalid()) };
         }
 
         let (whole, fraction) = match rest.split_once('.') {
@@ -123,9 +115,7 @@ impl Money {
                 return Err(invalid());
             }
             Some(f) if f.len() > 2 => {
-                return Err(MoneyError::TooPrecise {
-                    input: trimmed.to_owned(),
-                });
+                return Err(MoneyError::TooPrecise { input: trimmed.to_owned() });
             }
             Some(f) => {
                 let value = digits_value(f).ok_or(MoneyError::Overflow)?;
@@ -134,14 +124,10 @@ impl Money {
         };
 
         let dollars = digits_value(whole).ok_or(MoneyError::Overflow)?;
-        let magnitude = dollars
-            .checked_mul(100)
-            .and_then(|c| c.checked_add(fraction_cents))
-            .ok_or(MoneyError::Overflow)?;
+        let magnitude =
+            dollars.checked_mul(100).and_then(|c| c.checked_add(fraction_cents)).ok_or(MoneyError::Overflow)?;
         let signed = if negative { -magnitude } else { magnitude };
-        i64::try_from(signed)
-            .map(Money)
-            .map_err(|_| MoneyError::Overflow)
+        i64::try_from(signed).map(Money).map_err(|_| MoneyError::Overflow)
     }
 }
 
@@ -170,9 +156,7 @@ fn is_grouped_integer(s: &str) -> bool {
 fn digits_value(s: &str) -> Option<i128> {
     s.bytes()
         .filter(u8::is_ascii_digit)
-        .try_fold(0i128, |acc, b| {
-            acc.checked_mul(10)?.checked_add(i128::from(b - b'0'))
-        })
+        .try_fold(0i128, |acc, b| acc.checked_mul(10)?.checked_add(i128::from(b - b'0')))
 }
 
 impl fmt::Display for Money {
@@ -217,19 +201,13 @@ mod tests {
             ("-$92,233,720,368,547,758.08", i64::MIN),
         ];
         for (input, cents) in cases {
-            assert_eq!(
-                Money::parse(input),
-                Ok(Money::from_cents(cents)),
-                "{input:?}"
-            );
+            assert_eq!(Money::parse(input), Ok(Money::from_cents(cents)), "{input:?}");
         }
     }
 
     #[test]
     fn malformed_amounts_are_rejected_with_a_specific_error() {
-        let invalid = |s: &str| MoneyError::Invalid {
-            input: s.to_owned(),
-        };
+        let invalid = |s: &str| MoneyError::Invalid { input: s.to_owned() };
         let cases = [
             ("", MoneyError::Empty),
             ("   ", MoneyError::Empty),
@@ -249,17 +227,9 @@ mod tests {
             ("5 00", invalid("5 00")),
             ("1e3", invalid("1e3")),
             ("١٢٣", invalid("١٢٣")),
-            (
-                "1.234",
-                MoneyError::TooPrecise {
-                    input: "1.234".to_owned(),
-                },
-            ),
+            ("1.234", MoneyError::TooPrecise { input: "1.234".to_owned() }),
             ("$92,233,720,368,547,758.08", MoneyError::Overflow),
-            (
-                "99999999999999999999999999999999999999999999",
-                MoneyError::Overflow,
-            ),
+            ("99999999999999999999999999999999999999999999", MoneyError::Overflow),
         ];
         for (input, expected) in cases {
             assert_eq!(Money::parse(input), Err(expected), "{input:?}");
@@ -293,22 +263,10 @@ mod tests {
     #[test]
     fn checked_arithmetic_returns_none_on_overflow() {
         let a = Money::from_cents(150);
-        assert_eq!(
-            a.checked_add(Money::from_cents(50)),
-            Some(Money::from_cents(200))
-        );
-        assert_eq!(
-            a.checked_sub(Money::from_cents(200)),
-            Some(Money::from_cents(-50))
-        );
-        assert_eq!(
-            Money::from_cents(i64::MAX).checked_add(Money::from_cents(1)),
-            None
-        );
-        assert_eq!(
-            Money::from_cents(i64::MIN).checked_sub(Money::from_cents(1)),
-            None
-        );
+        assert_eq!(a.checked_add(Money::from_cents(50)), Some(Money::from_cents(200)));
+        assert_eq!(a.checked_sub(Money::from_cents(200)), Some(Money::from_cents(-50)));
+        assert_eq!(Money::from_cents(i64::MAX).checked_add(Money::from_cents(1)), None);
+        assert_eq!(Money::from_cents(i64::MIN).checked_sub(Money::from_cents(1)), None);
     }
 
     #[test]
@@ -321,10 +279,7 @@ mod tests {
     fn serde_uses_integer_cents() {
         let money = Money::from_cents(123_456);
         assert_eq!(serde_json::to_string(&money).unwrap(), "123456");
-        assert_eq!(
-            serde_json::from_str::<Money>("-500").unwrap(),
-            Money::from_cents(-500)
-        );
+        assert_eq!(serde_json::from_str::<Money>("-500").unwrap(), Money::from_cents(-500));
     }
 
     proptest! {

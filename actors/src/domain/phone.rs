@@ -23,9 +23,7 @@ pub enum PhoneError {
     #[error("phone number is empty")]
     Empty,
     /// The input holds something other than digits, spaces, `(`, `)`, `-`, `.` and a leading `+`.
-    #[error(
-        "phone number may only contain digits, spaces, parentheses, dashes, dots and a leading +"
-    )]
+    #[error("phone number may only contain digits, spaces, parentheses, dashes, dots and a leading +")]
     InvalidCharacters,
     /// The input has a `+` somewhere other than at the start.
     #[error("phone number may only have a + at the start")]
@@ -147,9 +145,7 @@ fn extract_digits(input: &str) -> Result<(bool, String), PhoneError> {
         }
         // Separators are unbounded, but a run of digits this long is wrong whatever follows.
         if digits.len() > E164_MAX_DIGITS + 1 {
-            return Err(PhoneError::WrongLength {
-                digits: rest.chars().filter(char::is_ascii_digit).count(),
-            });
+            return Err(PhoneError::WrongLength { digits: rest.chars().filter(char::is_ascii_digit).count() });
         }
     }
     Ok((has_plus, digits))
@@ -191,9 +187,7 @@ fn nanp(national: &str, total: usize) -> Result<Phone, PhoneError> {
 /// Validates a non-NANP number (country code included in `digits`) with libphonenumber.
 fn international(digits: &str) -> Result<Phone, PhoneError> {
     if !(E164_MIN_DIGITS..=E164_MAX_DIGITS).contains(&digits.len()) {
-        return Err(PhoneError::WrongLength {
-            digits: digits.len(),
-        });
+        return Err(PhoneError::WrongLength { digits: digits.len() });
     }
     // Only "+" and ASCII digits reach phonenumber, which keeps its parser on well-trodden paths.
     let number = phonenumber::parse(None, format!("+{digits}")).map_err(|_| PhoneError::Invalid)?;
@@ -281,10 +275,7 @@ mod tests {
             ("555-123-4567 #12", PhoneError::InvalidCharacters),
             ("555-123-4567 x12", PhoneError::ExtensionNotSupported),
             ("555-123-4567 ext. 12", PhoneError::ExtensionNotSupported),
-            (
-                "555-123-4567 Extension 12",
-                PhoneError::ExtensionNotSupported,
-            ),
+            ("555-123-4567 Extension 12", PhoneError::ExtensionNotSupported),
             ("+1 555 123 4567 x9", PhoneError::ExtensionNotSupported),
             ("555+123-4567", PhoneError::MisplacedPlus),
             ("++15551234567", PhoneError::MisplacedPlus),
@@ -293,10 +284,7 @@ mod tests {
             ("555-123-456789", PhoneError::WrongLength { digits: 12 }),
             ("+1 555 123 45678", PhoneError::WrongLength { digits: 12 }),
             ("+1 555 123 456", PhoneError::WrongLength { digits: 10 }),
-            (
-                "1234567890123456789",
-                PhoneError::WrongLength { digits: 19 },
-            ),
+            ("1234567890123456789", PhoneError::WrongLength { digits: 19 }),
             ("+44 20", PhoneError::WrongLength { digits: 4 }),
             ("(055) 123-4567", PhoneError::InvalidAreaCode),
             ("(155) 123-4567", PhoneError::InvalidAreaCode),
@@ -314,12 +302,7 @@ mod tests {
 
     #[test]
     fn error_messages_never_echo_the_input() {
-        let inputs = [
-            "(055) 123-4567",
-            "555-123-4567 x12",
-            "call 5551234567 now",
-            "+44 20 7946 09",
-        ];
+        let inputs = ["(055) 123-4567", "555-123-4567 x12", "call 5551234567 now", "+44 20 7946 09"];
         for input in inputs {
             let message = Phone::parse(input).unwrap_err().to_string();
             assert!(!message.contains("123"), "{message}");

@@ -104,10 +104,7 @@ impl LeadStatus {
 
     /// Returns true when no further touch may leave for a lead in this status.
     pub fn stops_cadence(self) -> bool {
-        !matches!(
-            self,
-            LeadStatus::New | LeadStatus::InCadence | LeadStatus::Paused
-        )
+        !matches!(self, LeadStatus::New | LeadStatus::InCadence | LeadStatus::Paused)
     }
 }
 
@@ -133,20 +130,12 @@ pub struct Vehicle {
 impl Vehicle {
     /// Returns "2021 Toyota Camry"-style text, or `None` when nothing is known.
     pub fn describe(&self) -> Option<String> {
-        let parts: Vec<String> = [
-            self.year.map(|y| y.to_string()),
-            self.make.clone(),
-            self.model.clone(),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|p| !p.trim().is_empty())
-        .collect();
-        if parts.is_empty() {
-            None
-        } else {
-            Some(parts.join(" "))
-        }
+        let parts: Vec<String> = [self.year.map(|y| y.to_string()), self.make.clone(), self.model.clone()]
+            .into_iter()
+            .flatten()
+            .filter(|p| !p.trim().is_empty())
+            .collect();
+        if parts.is_empty() { None } else { Some(parts.join(" ")) }
     }
 }
 
@@ -276,9 +265,7 @@ impl TouchpointStatus {
 
     /// Parses a stored name.
     pub fn parse(value: &str) -> Option<TouchpointStatus> {
-        TouchpointStatus::ALL
-            .into_iter()
-            .find(|s| s.as_str() == value)
+        TouchpointStatus::ALL.into_iter().find(|s| s.as_str() == value)
     }
 }
 
@@ -368,25 +355,62 @@ mod tests {
 
     #[test]
     fn only_active_statuses_let_the_cadence_continue() {
-        let continuing: Vec<_> = LeadStatus::ALL
-            .into_iter()
-            .filter(|s| !s.stops_cadence())
-            .collect();
-        assert_eq!(
-            continuing,
-            vec![LeadStatus::New, LeadStatus::InCadence, LeadStatus::Paused]
-        );
+        let continuing: Vec<_> = LeadStatus::ALL.into_iter().filter(|s| !s.stops_cadence()).collect();
+        assert_eq!(continuing, vec![LeadStatus::New, LeadStatus::InCadence, LeadStatus::Paused]);
     }
 
     #[test]
     fn a_vehicle_describes_itself_from_what_is_known() {
-        let vehicle = Vehicle {
-            year: Some(2021),
-            make: Some("Toyota".into()),
-            model: Some("Camry".into()),
-            submodel: None,
-        };
+        let vehicle =
+            Vehicle { year: Some(2021), make: Some("Toyota".into()), model: Some("Camry".into()), submodel: None };
         assert_eq!(vehicle.describe().as_deref(), Some("2021 Toyota Camry"));
         assert_eq!(Vehicle::default().describe(), None);
     }
+}
+
+/// The result of an idempotent lead create.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeadCreated {
+    /// A new lead (and its plan) was written.
+    Created(Lead),
+    /// The order was already a lead (the webhook and the poller converge here); nothing written.
+    Existing(Lead),
+}
+
+impl LeadCreated {
+    /// Returns the lead either way.
+    pub fn lead(&self) -> &Lead {
+        match self {
+            LeadCreated::Created(lead) | LeadCreated::Existing(lead) => lead,
+        }
+    }
+}
+
+/// Which cadence (name and version) a new lead's plan was built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CadenceRef<'a> {
+    pub name: &'a str,
+    pub version: i32,
+}
+
+/// The result of committing an inbox event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxInsert {
+    /// A new row with this id.
+    Inserted(i64),
+    /// The same event was committed before; nothing written.
+    Duplicate,
+}
+
+/// One run of a periodic job (the poller), as recorded in `job_executions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRun {
+    pub job: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// The high-water mark after the run; the next run starts from it.
+    pub cursor_opt: Option<String>,
+    pub items_seen: u32,
+    pub items_new: u32,
+    pub error_opt: Option<String>,
 }

@@ -49,9 +49,8 @@ impl TimeZoneName {
         if input.is_empty() {
             return Err(TimeZoneError::Empty);
         }
-        let tz = TimeZone::get(input).map_err(|_| TimeZoneError::Unknown {
-            name: input.chars().take(MAX_ECHO_CHARS).collect(),
-        })?;
+        let tz = TimeZone::get(input)
+            .map_err(|_| TimeZoneError::Unknown { name: input.chars().take(MAX_ECHO_CHARS).collect() })?;
         let name = tz.iana_name().unwrap_or(input).to_owned();
         Ok(Self { name, tz })
     }
@@ -132,13 +131,7 @@ mod tests {
 
     #[test]
     fn known_iana_names_are_accepted() {
-        for name in [
-            "America/New_York",
-            "America/Chicago",
-            "America/Los_Angeles",
-            "Europe/London",
-            "UTC",
-        ] {
+        for name in ["America/New_York", "America/Chicago", "America/Los_Angeles", "Europe/London", "UTC"] {
             let tz = TimeZoneName::parse(name).unwrap_or_else(|e| panic!("{name:?}: {e}"));
             assert_eq!(tz.as_str(), name);
             assert_eq!(tz.to_string(), name);
@@ -147,36 +140,19 @@ mod tests {
 
     #[test]
     fn lookup_ignores_case_and_stores_the_database_spelling() {
-        assert_eq!(
-            TimeZoneName::parse("america/new_york").unwrap().as_str(),
-            "America/New_York"
-        );
+        assert_eq!(TimeZoneName::parse("america/new_york").unwrap().as_str(), "America/New_York");
     }
 
     #[test]
     fn surrounding_whitespace_is_trimmed() {
-        assert_eq!(
-            TimeZoneName::parse("  America/Denver\n").unwrap().as_str(),
-            "America/Denver"
-        );
+        assert_eq!(TimeZoneName::parse("  America/Denver\n").unwrap().as_str(), "America/Denver");
     }
 
     #[test]
     fn garbage_is_rejected_with_an_error_naming_the_value() {
-        for input in [
-            "UTC+5",
-            "EST-ish",
-            "America/Springfield",
-            "New York",
-            "+05:00",
-        ] {
+        for input in ["UTC+5", "EST-ish", "America/Springfield", "New York", "+05:00"] {
             let err = TimeZoneName::parse(input).unwrap_err();
-            assert_eq!(
-                err,
-                TimeZoneError::Unknown {
-                    name: input.to_owned()
-                }
-            );
+            assert_eq!(err, TimeZoneError::Unknown { name: input.to_owned() });
             assert!(err.to_string().contains(input), "{err}");
         }
     }
@@ -198,9 +174,7 @@ mod tests {
 
     #[test]
     fn to_time_zone_converts_to_local_time() {
-        let tz = TimeZoneName::parse("America/New_York")
-            .unwrap()
-            .to_time_zone();
+        let tz = TimeZoneName::parse("America/New_York").unwrap().to_time_zone();
         let zoned = date(2024, 7, 1).at(12, 0, 0, 0).to_zoned(tz).unwrap();
         assert_eq!(zoned.offset().seconds(), -4 * 3600);
     }

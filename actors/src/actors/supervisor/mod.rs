@@ -13,10 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
-    SupervisionEvent,
-};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
 use tracing::{info, warn};
 
 /// The future a [`ChildSpec`] factory returns: the started child, linked to the supervisor.
@@ -37,10 +34,7 @@ pub struct ChildSpec {
 
 impl fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChildSpec")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .finish()
+        f.debug_struct("ChildSpec").field("name", &self.name).field("kind", &self.kind).finish()
     }
 }
 
@@ -69,9 +63,7 @@ impl Default for RestartPolicy {
 impl RestartPolicy {
     fn backoff(&self, restarts_in_window: usize) -> Duration {
         let factor = 1u32 << restarts_in_window.min(16) as u32;
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
     }
 }
 
@@ -94,8 +86,9 @@ pub struct ChildStatus {
 pub enum RootMsg {
     /// From the supervisor itself after a back-off: start the named child again.
     RestartChild(String),
-    /// From startup code: start another child (e.g. a location added at run time).
-    AddChild(ChildSpec),
+    /// From startup code or a router: start another child (e.g. a location added at run time)
+    /// unless one of that name runs; the reply, if asked for, says whether it runs afterwards.
+    AddChild(ChildSpec, Option<RpcReplyPort<bool>>),
     /// Query: the children that are running now.
     GetChildren(RpcReplyPort<Vec<ChildStatus>>),
 }
@@ -104,7 +97,7 @@ impl fmt::Debug for RootMsg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RootMsg::RestartChild(name) => f.debug_tuple("RestartChild").field(name).finish(),
-            RootMsg::AddChild(spec) => f.debug_tuple("AddChild").field(&spec.name).finish(),
+            RootMsg::AddChild(spec, _) => f.debug_tuple("AddChild").field(&spec.name).finish(),
             RootMsg::GetChildren(_) => f.write_str("GetChildren"),
         }
     }
@@ -126,11 +119,7 @@ pub struct RootState {
 }
 
 impl RootState {
-    async fn start_child(
-        &mut self,
-        myself: &ActorRef<RootMsg>,
-        spec: ChildSpec,
-    ) -> Result<(), SpawnErr> {
+    async fn start_child(&mut self, myself: &ActorRef<RootMsg>, spec: ChildSpec) -> Result<(), SpawnErr> {
         let cell = (spec.spawn)(myself.get_cell()).await?;
         info!(child = %spec.name, kind = spec.kind, "child started");
         self.running.insert(cell.get_id(), spec.name.clone());
@@ -143,10 +132,7 @@ impl RootState {
     fn plan_restart(&mut self, name: &str, now: Instant) -> Option<Duration> {
         let window = self.policy.window;
         let recent = self.recent_restarts.entry(name.to_owned()).or_default();
-        while recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
+        while recent.front().is_some_and(|t| now.duration_since(*t) > window) {
             recent.pop_front();
         }
         if recent.len() >= self.policy.max_restarts {
@@ -179,21 +165,11 @@ impl Actor for RootSupervisor {
     type State = RootState;
     type Arguments = RootArgs;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<RootMsg>,
-        args: RootArgs,
-    ) -> Result<RootState, ActorProcessingErr> {
-        let mut state = RootState {
-            policy: args.policy,
-            ..RootState::default()
-        };
+    async fn pre_start(&self, myself: ActorRef<RootMsg>, args: RootArgs) -> Result<RootState, ActorProcessingErr> {
+        let mut state = RootState { policy: args.policy, ..RootState::default() };
         for spec in args.children {
             let name = spec.name.clone();
-            state
-                .start_child(&myself, spec)
-                .await
-                .map_err(|err| format!("failed to start child {name}: {err}"))?;
+            state.start_child(&myself, spec).await.map_err(|err| format!("failed to start child {name}: {err}"))?;
         }
         Ok(state)
     }
@@ -215,13 +191,21 @@ impl Actor for RootSupervisor {
                     schedule_restart(&myself, state, &name)?;
                 }
             }
-            RootMsg::AddChild(spec) => {
+            RootMsg::AddChild(spec, reply_opt) => {
                 let name = spec.name.clone();
-                if state.running.values().any(|running| *running == name) {
-                    return Ok(());
-                }
-                if let Err(err) = state.start_child(&myself, spec).await {
-                    warn!(child = %name, error = %err, "child failed to start");
+                let runs = if state.running.values().any(|running| *running == name) {
+                    true
+                } else {
+                    match state.start_child(&myself, spec).await {
+                        Ok(()) => true,
+                        Err(err) => {
+                            warn!(child = %name, error = %err, "child failed to start");
+                            false
+                        }
+                    }
+                };
+                if let Some(reply) = reply_opt {
+                    let _ = reply.send(runs);
                 }
             }
             RootMsg::GetChildren(reply) => {
@@ -258,11 +242,7 @@ impl Actor for RootSupervisor {
     }
 }
 
-fn schedule_restart(
-    myself: &ActorRef<RootMsg>,
-    state: &mut RootState,
-    name: &str,
-) -> Result<(), ActorProcessingErr> {
+fn schedule_restart(myself: &ActorRef<RootMsg>, state: &mut RootState, name: &str) -> Result<(), ActorProcessingErr> {
     match state.plan_restart(name, Instant::now()) {
         Some(backoff) => {
             let name = name.to_owned();
@@ -284,25 +264,21 @@ impl RootHandle {
     ///
     /// # Errors
     /// A child that fails to start fails the whole start.
-    pub async fn start(
-        args: RootArgs,
-    ) -> Result<(RootHandle, tokio::task::JoinHandle<()>), SpawnErr> {
+    pub async fn start(args: RootArgs) -> Result<(RootHandle, tokio::task::JoinHandle<()>), SpawnErr> {
         let (actor, join) = Actor::spawn(None, RootSupervisor, args).await?;
         Ok((RootHandle { actor }, join))
     }
 
-    /// Starts another child under the supervisor.
-    pub fn add_child(&self, spec: ChildSpec) -> Result<(), ractor::MessagingErr<RootMsg>> {
-        self.actor.cast(RootMsg::AddChild(spec))
+    /// Starts another child under the supervisor unless one of that name runs, and waits;
+    /// returns whether it runs afterwards.
+    pub async fn add_child(&self, spec: ChildSpec) -> bool {
+        let answer = self.actor.call(|reply| RootMsg::AddChild(spec, Some(reply)), Some(Duration::from_secs(10))).await;
+        matches!(answer, Ok(ractor::rpc::CallResult::Success(true)))
     }
 
     /// Returns the running children, or `None` if the supervisor did not answer in time.
     pub async fn children(&self) -> Option<Vec<ChildStatus>> {
-        match self
-            .actor
-            .call(RootMsg::GetChildren, Some(Duration::from_secs(5)))
-            .await
-        {
+        match self.actor.call(RootMsg::GetChildren, Some(Duration::from_secs(5))).await {
             Ok(ractor::rpc::CallResult::Success(children)) => Some(children),
             _ => None,
         }
@@ -311,14 +287,8 @@ impl RootHandle {
     /// Stops the supervisor and, through the links, every child; waits until they are gone.
     pub async fn stop(&self, timeout: Duration) {
         // An error means the actor is already stopped, which is what we want.
-        let _ = self
-            .actor
-            .stop_children_and_wait(Some("shutdown".to_owned()), Some(timeout))
-            .await;
-        let _ = self
-            .actor
-            .stop_and_wait(Some("shutdown".to_owned()), Some(timeout))
-            .await;
+        let _ = self.actor.stop_children_and_wait(Some("shutdown".to_owned()), Some(timeout)).await;
+        let _ = self.actor.stop_and_wait(Some("shutdown".to_owned()), Some(timeout)).await;
     }
 }
 

@@ -16,11 +16,7 @@ impl Actor for Flaky {
     type State = ();
     type Arguments = ();
 
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<FlakyMsg>,
-        _args: (),
-    ) -> Result<(), ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<FlakyMsg>, _args: ()) -> Result<(), ActorProcessingErr> {
         self.starts.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -45,8 +41,7 @@ fn flaky_spec(starts: Arc<AtomicUsize>, cells: Arc<std::sync::Mutex<Vec<ActorCel
             let starts = starts.clone();
             let cells = cells.clone();
             Box::pin(async move {
-                let (actor, _join) =
-                    Actor::spawn_linked(None, Flaky { starts }, (), supervisor).await?;
+                let (actor, _join) = Actor::spawn_linked(None, Flaky { starts }, (), supervisor).await?;
                 cells.lock().expect("test mutex").push(actor.get_cell());
                 Ok(actor.get_cell())
             })
@@ -66,30 +61,18 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
 async fn a_failed_child_is_restarted_with_a_new_actor() {
     let starts = Arc::new(AtomicUsize::new(0));
     let cells = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let policy = RestartPolicy {
-        initial_backoff: Duration::from_millis(1),
-        ..RestartPolicy::default()
-    };
-    let (root, join) = RootHandle::start(RootArgs {
-        children: vec![flaky_spec(starts.clone(), cells.clone())],
-        policy,
-    })
-    .await
-    .expect("starts");
+    let policy = RestartPolicy { initial_backoff: Duration::from_millis(1), ..RestartPolicy::default() };
+    let (root, join) =
+        RootHandle::start(RootArgs { children: vec![flaky_spec(starts.clone(), cells.clone())], policy })
+            .await
+            .expect("starts");
 
     let first = cells.lock().expect("test mutex")[0].clone();
     first.send_message(FlakyMsg::Fail).expect("child alive");
 
     wait_until(|| starts.load(Ordering::SeqCst) == 2).await;
     let children = root.children().await.expect("answers");
-    assert_eq!(
-        children,
-        vec![ChildStatus {
-            name: "flaky".into(),
-            kind: "test",
-            restarts: 1
-        }]
-    );
+    assert_eq!(children, vec![ChildStatus { name: "flaky".into(), kind: "test", restarts: 1 }]);
     let second = cells.lock().expect("test mutex")[1].clone();
     assert_ne!(first.get_id(), second.get_id());
 
@@ -107,27 +90,17 @@ async fn the_supervisor_gives_up_when_a_child_exceeds_its_restart_budget() {
         max_backoff: Duration::from_millis(1),
         window: Duration::from_secs(60),
     };
-    let (_root, join) = RootHandle::start(RootArgs {
-        children: vec![flaky_spec(starts.clone(), cells.clone())],
-        policy,
-    })
-    .await
-    .expect("starts");
+    let (_root, join) =
+        RootHandle::start(RootArgs { children: vec![flaky_spec(starts.clone(), cells.clone())], policy })
+            .await
+            .expect("starts");
 
     for expected_starts in 1..=3 {
         wait_until(|| starts.load(Ordering::SeqCst) == expected_starts).await;
-        let latest = cells
-            .lock()
-            .expect("test mutex")
-            .last()
-            .cloned()
-            .expect("a child");
+        let latest = cells.lock().expect("test mutex").last().cloned().expect("a child");
         latest.send_message(FlakyMsg::Fail).expect("child alive");
     }
-    tokio::time::timeout(Duration::from_secs(5), join)
-        .await
-        .expect("supervisor stops")
-        .expect("joins");
+    tokio::time::timeout(Duration::from_secs(5), join).await.expect("supervisor stops").expect("joins");
     assert_eq!(starts.load(Ordering::SeqCst), 3);
 }
 
