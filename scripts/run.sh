@@ -18,4 +18,6 @@ fi
 # shellcheck source=scripts/services.sh
 source scripts/services.sh || exit 1
 
+# Until the demo lands, serve with local fakes for vendors that have no credentials.
+if [ "$LEADORCH_RUN_COMMAND" = serve ]; then set -- --sim "$@"; fi
 exec cargo run --release -- "$LEADORCH_RUN_COMMAND" "$@"

@@ -16,8 +16,12 @@
 pub mod config;
 pub mod crm;
 pub mod http;
+pub mod links;
+pub mod messaging;
 pub mod ops;
 pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
+pub mod vendors;

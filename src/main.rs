@@ -10,6 +10,7 @@ use leadorch::ops::{self, LocationInput};
 use leadorch::startup::{self, Application};
 use leadorch::store::Store;
 use leadorch::telemetry;
+use leadorch::vendors::VendorMode;
 use leadorch_actors::domain::{LocationId, TenantId};
 use serde::Serialize;
 
@@ -51,6 +52,10 @@ struct ServeArgs {
     /// Listen address; overrides LEADORCH_HTTP_ADDR.
     #[arg(long)]
     addr: Option<std::net::SocketAddr>,
+    /// Run vendors whose credentials are unset (Twilio, SendGrid) against local fakes, announced
+    /// at start. Without it, missing credentials stop start-up.
+    #[arg(long)]
+    sim: bool,
 }
 
 #[derive(Debug, Args)]
@@ -183,7 +188,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(addr) = args.addr {
                 settings.http.addr = addr;
             }
-            let app = Application::build(settings).await?;
+            let mode = if args.sim { VendorMode::SimWhereMissing } else { VendorMode::Strict };
+            let app = Application::build_with(settings, mode).await?;
             app.run_until_stopped(startup::shutdown_signal()).await
         }
         Command::Migrate => {

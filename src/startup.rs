@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use leadorch_actors::actors::ingress::{IngressHandle, IngressPolicy, WebhookIngress};
-use leadorch_actors::actors::lead::LeadDeps;
+use leadorch_actors::actors::lead::{LeadDeps, LeadPolicy};
 use leadorch_actors::actors::location::{ActorLeadRouter, LocationRegistry, location_child_spec};
 use leadorch_actors::actors::poller::{Poller, PollerPolicy};
+use leadorch_actors::actors::scheduler::{Scheduler, SchedulerPolicy};
 use leadorch_actors::actors::supervisor::{ChildSpec, RestartPolicy, RootArgs, RootHandle};
-use leadorch_actors::intake::{IntakeDeps, NoCadence};
+use leadorch_actors::intake::IntakeDeps;
+use leadorch_actors::planner::CadencePlanner;
 use leadorch_actors::ports::{Directory, SystemClock};
 use tokio::net::TcpListener;
 
@@ -22,7 +24,10 @@ use crate::crm::keys::{SecretBox, StoredCrmKeys};
 use crate::crm::shopmonkey::events::ShopMonkeyEventDecoder;
 use crate::crm::shopmonkey::{ShopMonkeyClient, ShopMonkeyConfig};
 use crate::http::{self, AppState};
+use crate::links::LinkSigner;
 use crate::store::{self, Store};
+use crate::templates::Templates;
+use crate::vendors::{VendorMode, Vendors, build_vendors};
 
 /// How often the directory of tenants and locations is re-read, so tenants and locations added
 /// while the process runs get their poller and location actor.
@@ -41,6 +46,7 @@ pub struct Application {
     root_join: tokio::task::JoinHandle<()>,
     registry: LocationRegistry,
     refresher: tokio::task::JoinHandle<()>,
+    vendors: Vendors,
 }
 
 /// Builds the root supervisor's children for what the directory holds now.
@@ -53,6 +59,7 @@ struct TreeFactory {
     ingress: IngressHandle,
     ingress_policy: IngressPolicy,
     poller_policy_opt: Option<PollerPolicy>,
+    scheduler_policy: SchedulerPolicy,
 }
 
 impl TreeFactory {
@@ -67,6 +74,28 @@ impl TreeFactory {
                     Arc::new(factory.store.clone()),
                     factory.ingress_policy,
                     factory.ingress.clone(),
+                );
+                Box::pin(async move {
+                    let (actor, _join) = ractor::Actor::spawn_linked(None, behaviour, (), supervisor).await?;
+                    Ok(actor.get_cell())
+                })
+            }),
+        }
+    }
+
+    fn scheduler_spec(&self) -> ChildSpec {
+        let factory = self.clone();
+        ChildSpec {
+            name: "scheduler".to_owned(),
+            kind: "scheduler",
+            spawn: Arc::new(move |supervisor| {
+                let store = Arc::new(factory.store.clone());
+                let behaviour = Scheduler::new(
+                    store.clone(),
+                    store,
+                    factory.registry.clone(),
+                    factory.deps.clock.clone(),
+                    factory.scheduler_policy,
                 );
                 Box::pin(async move {
                     let (actor, _join) = ractor::Actor::spawn_linked(None, behaviour, (), supervisor).await?;
@@ -157,19 +186,63 @@ impl Application {
     /// # Errors
     /// The database cannot be prepared, the actor tree cannot start, or the address is taken.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Application::build_with(settings, VendorMode::Strict).await
+    }
+
+    /// Like [`Application::build`], choosing what happens to vendors without credentials.
+    ///
+    /// # Errors
+    /// As [`Application::build`], and missing credentials in strict mode.
+    pub async fn build_with(mut settings: Settings, mode: VendorMode) -> anyhow::Result<Application> {
+        let secret_key = match (&settings.secrets.secret_key_opt, mode) {
+            (Some(key), _) => key.clone(),
+            (None, VendorMode::SimWhereMissing) => {
+                tracing::warn!(
+                    "LEADORCH_SECRET_KEY not set: using a throwaway key; links and stored crm keys won't survive a restart"
+                );
+                let key = secrecy::SecretString::from(uuid::Uuid::new_v4().simple().to_string());
+                settings.secrets.secret_key_opt = Some(key.clone());
+                key
+            }
+            (None, VendorMode::Strict) => {
+                anyhow::bail!("LEADORCH_SECRET_KEY is not set; it signs magic links and encrypts stored crm keys")
+            }
+        };
         prepare_database(&settings).await?;
         let store = Store::new(&settings.database).context("failed to build the database pool")?;
         let crm = crm_client(&settings, &store)?;
+        let vendors = build_vendors(&settings, mode).await?;
+        let links = LinkSigner::new(&secret_key, &settings.http.public_url, settings.links_valid_for);
+        let templates = Templates::new(&settings.templates_source, links).context("invalid message templates")?;
+        let compliance = Arc::new(settings.compliance.clone());
         let registry = LocationRegistry::default();
-        let lead_deps = Arc::new(LeadDeps { leads: Arc::new(store.clone()), idle_after: settings.lead_idle });
+        let lead_deps = Arc::new(LeadDeps {
+            leads: Arc::new(store.clone()),
+            touches: Arc::new(store.clone()),
+            consent: Arc::new(store.clone()),
+            sms: vendors.sms.clone(),
+            email: vendors.email.clone(),
+            renderer: Arc::new(templates),
+            clock: Arc::new(SystemClock),
+            compliance: compliance.clone(),
+            policy: LeadPolicy {
+                idle_after: settings.lead_idle,
+                horizon: settings.sending.scheduler_lookahead + Duration::from_secs(1),
+                max_attempts: settings.sending.max_attempts,
+                retry_backoff: settings.sending.retry_backoff,
+                sms_status_callback_opt: Some(format!("{}/webhooks/twilio/status", settings.http.public_url)),
+                ..LeadPolicy::default()
+            },
+        });
         let router = Arc::new(ActorLeadRouter::new(registry.clone(), lead_deps.clone()));
         let deps = IntakeDeps {
             leads: Arc::new(store.clone()),
             inbox: Arc::new(store.clone()),
+            consent: Arc::new(store.clone()),
             crm: Arc::new(crm),
             decoder: Arc::new(ShopMonkeyEventDecoder),
             rules: Arc::new(settings.qualification.clone()),
-            planner: Arc::new(NoCadence),
+            planner: Arc::new(CadencePlanner::new(Arc::new(settings.cadences.clone()), compliance)),
             router: router.clone(),
             clock: Arc::new(SystemClock),
             crm_source: "shopmonkey",
@@ -193,8 +266,13 @@ impl Application {
                 first_lookback: settings.poller.first_lookback,
                 ..PollerPolicy::default()
             }),
+            scheduler_policy: SchedulerPolicy {
+                tick: settings.sending.scheduler_tick,
+                lookahead: settings.sending.scheduler_lookahead,
+                ..SchedulerPolicy::default()
+            },
         };
-        let mut children = vec![factory.ingress_spec()];
+        let mut children = vec![factory.ingress_spec(), factory.scheduler_spec()];
         children.extend(factory.directory_specs().await.context("failed to read tenants and locations")?);
         let (root, root_join) = RootHandle::start(RootArgs { children, policy: RestartPolicy::default() })
             .await
@@ -206,7 +284,7 @@ impl Application {
             .with_context(|| format!("failed to bind {}", settings.http.addr))?;
         let addr = listener.local_addr().context("failed to read the bound address")?;
         let state = AppState { settings: Arc::new(settings), store, metrics: http::metrics::recorder(), ingress };
-        Ok(Application { listener, addr, state, root, root_join, registry, refresher })
+        Ok(Application { listener, addr, state, root, root_join, registry, refresher, vendors })
     }
 
     /// Returns the address the listener is bound to.
@@ -224,6 +302,11 @@ impl Application {
         &self.registry
     }
 
+    /// Returns the vendors in use (tests and the demo reach the in-process fakes here).
+    pub fn vendors(&self) -> &Vendors {
+        &self.vendors
+    }
+
     /// Returns the root supervisor.
     pub fn root(&self) -> &RootHandle {
         &self.root
@@ -235,7 +318,7 @@ impl Application {
     /// # Errors
     /// The server failed.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, addr, state, root, root_join, registry: _, refresher } = self;
+        let Application { listener, addr, state, root, root_join, registry: _, refresher, vendors } = self;
         tracing::info!(%addr, "listening");
         let app = http::router(state.clone());
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
@@ -245,6 +328,8 @@ impl Application {
         // The supervisor's task result carries nothing once it has stopped.
         let _ = root_join.await;
         state.store.pool.close();
+        // The in-process fakes (if any) stop with the process.
+        drop(vendors);
         tracing::info!("stopped");
         served.context("http server failed")
     }

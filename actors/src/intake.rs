@@ -9,9 +9,9 @@ use jiff::Timestamp;
 
 use crate::domain::{
     CadenceRef, CrmCustomer, CrmOrder, CrmVehicle, InboxEvent, Lead, LeadCreated, LeadId, Location, NewLead,
-    NewTouchpoint, TenantId, Vehicle,
+    NewTouchpoint, TenantId, Vehicle, WeeklyHours,
 };
-use crate::ports::{Clock, Crm, CrmError, CrmEvent, CrmEventDecoder, InboxStore, LeadStore, StoreError};
+use crate::ports::{Clock, ConsentStore, Crm, CrmError, CrmEvent, CrmEventDecoder, InboxStore, LeadStore, StoreError};
 use crate::qualification::{Candidate, Disqualification, QualificationRules, qualify};
 
 /// Which path brought an order in (a metric label and a log field).
@@ -39,10 +39,20 @@ pub struct PlannedCadence {
     pub steps: Vec<NewTouchpoint>,
 }
 
+/// What a planner knows beyond the lead and its location.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanContext<'a> {
+    pub hours: &'a WeeklyHours,
+    /// The lead has a phone that has not opted out.
+    pub sms_allowed: bool,
+    /// The lead has an email that has not opted out.
+    pub email_allowed: bool,
+}
+
 /// Builds a new lead's plan of touches (the cadence engine implements it).
 pub trait Planner: Send + Sync + std::fmt::Debug {
     /// Returns the plan for `lead` at `location`, or `None` when the lead gets no cadence.
-    fn plan(&self, lead: &NewLead, location: &Location) -> Option<PlannedCadence>;
+    fn plan(&self, lead: &NewLead, location: &Location, context: PlanContext<'_>) -> Option<PlannedCadence>;
 }
 
 /// Hands a lead to the actor tree (its location actor, which activates the lead actor).
@@ -57,6 +67,7 @@ pub trait LeadRouter: Send + Sync + std::fmt::Debug {
 pub struct IntakeDeps {
     pub leads: Arc<dyn LeadStore>,
     pub inbox: Arc<dyn InboxStore>,
+    pub consent: Arc<dyn ConsentStore>,
     pub crm: Arc<dyn Crm>,
     pub decoder: Arc<dyn CrmEventDecoder>,
     pub rules: Arc<QualificationRules>,
@@ -185,7 +196,16 @@ pub async fn process_order(
         requested_services: requested_services(order),
         received_at,
     };
-    let plan_opt = deps.planner.plan(&new, &location);
+    let hours = deps.leads.location_hours(tenant_id, location.id).await?;
+    let sms_allowed = match &new.phone_opt {
+        Some(phone) => !deps.consent.is_opted_out(tenant_id, "sms", phone.as_str()).await?,
+        None => false,
+    };
+    let email_allowed = match &new.email_opt {
+        Some(email) => !deps.consent.is_opted_out(tenant_id, "email", email.as_str()).await?,
+        None => false,
+    };
+    let plan_opt = deps.planner.plan(&new, &location, PlanContext { hours: &hours, sms_allowed, email_allowed });
     let (cadence_opt, steps): (Option<CadenceRef<'_>>, &[NewTouchpoint]) = match &plan_opt {
         Some(plan) => (Some(CadenceRef { name: &plan.name, version: plan.version }), &plan.steps),
         None => (None, &[]),
@@ -229,7 +249,7 @@ pub async fn process_event(deps: &IntakeDeps, event: &InboxEvent) -> Result<Inta
 pub struct NoCadence;
 
 impl Planner for NoCadence {
-    fn plan(&self, _lead: &NewLead, _location: &Location) -> Option<PlannedCadence> {
+    fn plan(&self, _lead: &NewLead, _location: &Location, _context: PlanContext<'_>) -> Option<PlannedCadence> {
         None
     }
 }

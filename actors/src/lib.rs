@@ -8,9 +8,13 @@
 //! - [`actors`] — the supervisor tree.
 
 pub mod actors;
+pub mod compliance;
 pub mod domain;
 pub mod intake;
+pub mod nanp;
+pub mod planner;
 pub mod ports;
 pub mod qualification;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod timeline;

@@ -185,6 +185,13 @@ pub trait LeadStore: Send + Sync + std::fmt::Debug {
 
     /// Returns one lead of the tenant.
     async fn get_lead(&self, tenant_id: TenantId, lead_id: LeadId) -> Result<Lead, StoreError>;
+
+    /// Returns a location's weekly opening hours (empty when none are set).
+    async fn location_hours(
+        &self,
+        tenant_id: TenantId,
+        location_id: crate::domain::LocationId,
+    ) -> Result<crate::domain::WeeklyHours, StoreError>;
 }
 
 /// The inbox of committed webhook events.
@@ -247,4 +254,212 @@ pub enum CrmEvent {
 pub trait CrmEventDecoder: Send + Sync + std::fmt::Debug {
     /// Decodes the payload, or says why it cannot be used (kept as the event's outcome).
     fn decode(&self, payload: &serde_json::Value) -> Result<CrmEvent, String>;
+}
+
+/// An SMS to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundSms {
+    pub to: crate::domain::Phone,
+    pub from: crate::domain::Phone,
+    pub body: String,
+    /// Where the provider posts delivery updates, if anywhere.
+    pub status_callback_opt: Option<String>,
+    /// Stable per touch attempt; sent wherever the provider accepts one.
+    pub idempotency_key: String,
+}
+
+/// An email to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundEmail {
+    pub to: crate::domain::Email,
+    pub to_name_opt: Option<String>,
+    pub from: crate::domain::Email,
+    pub from_name_opt: Option<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Echoed back by the provider on every event (lead id, touchpoint id, attempt).
+    pub custom_args: std::collections::BTreeMap<String, String>,
+    pub idempotency_key: String,
+}
+
+/// What the provider said when it took a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    /// Twilio's message SID, or SendGrid's `X-Message-Id`.
+    pub provider_id: String,
+    pub accepted_at: Timestamp,
+}
+
+/// A message the provider has on record, for reconciling touches a crash left in `sending`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderMessage {
+    pub provider_id: String,
+    pub to: String,
+    pub body: String,
+    pub created_at: Timestamp,
+}
+
+/// Why a send failed. Permanent failures are not retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The recipient cannot receive this channel (invalid number, landline, bad address).
+    #[error("invalid recipient ({code_opt:?}): {message}")]
+    InvalidRecipient { code_opt: Option<i64>, message: String },
+    /// The recipient opted out at the provider (Twilio 21610, SendGrid suppression).
+    #[error("recipient opted out at the provider")]
+    OptedOut,
+    #[error("provider rate limited")]
+    RateLimited { retry_after_opt: Option<std::time::Duration> },
+    /// 5xx, connection failure: the message was not taken; retry later.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// No answer in time: the provider may or may not have taken it (reconcile before resending).
+    #[error("provider timed out")]
+    Timeout,
+    /// Our credentials or configuration were refused.
+    #[error("provider refused our credentials or configuration: {0}")]
+    Misconfigured(String),
+    /// Any other refusal of the request itself.
+    #[error("provider rejected the message ({code_opt:?}): {message}")]
+    Rejected { code_opt: Option<i64>, message: String },
+}
+
+impl SendError {
+    /// Returns true when sending the same message again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SendError::RateLimited { .. } | SendError::Unavailable(_) | SendError::Timeout)
+    }
+}
+
+/// Sends SMS (Twilio).
+#[async_trait::async_trait]
+pub trait SmsSender: Send + Sync + std::fmt::Debug {
+    /// Sends one SMS.
+    async fn send_sms(&self, sms: &OutboundSms) -> Result<SentMessage, SendError>;
+
+    /// Lists messages sent from `from` to `to` since `since`, newest first.
+    async fn sent_messages(
+        &self,
+        to: &crate::domain::Phone,
+        from: &crate::domain::Phone,
+        since: Timestamp,
+    ) -> Result<Vec<ProviderMessage>, SendError>;
+}
+
+/// Sends email (SendGrid).
+#[async_trait::async_trait]
+pub trait EmailSender: Send + Sync + std::fmt::Debug {
+    /// Sends one email.
+    async fn send_email(&self, email: &OutboundEmail) -> Result<SentMessage, SendError>;
+
+    /// Finds messages sent with this `custom_args` key/value (e.g. the touchpoint id), for
+    /// reconciliation.
+    async fn find_by_custom_arg(&self, key: &str, value: &str) -> Result<Vec<ProviderMessage>, SendError>;
+}
+
+/// A pending touch that is due, with where its lead lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueTouch {
+    pub location_id: crate::domain::LocationId,
+    pub touch: crate::domain::Touchpoint,
+}
+
+/// The touchpoints of leads: the claim -> send -> record protocol.
+#[async_trait::async_trait]
+pub trait TouchStore: Send + Sync + std::fmt::Debug {
+    /// Returns the lead's plan in step order.
+    async fn touches_of(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+    ) -> Result<Vec<crate::domain::Touchpoint>, StoreError>;
+
+    /// Returns the tenant's pending touches due at or before `until`, earliest first, with the
+    /// location of their lead (to route them).
+    async fn due_touches(&self, tenant_id: TenantId, until: Timestamp, limit: i64)
+    -> Result<Vec<DueTouch>, StoreError>;
+
+    /// Claims a pending touch due by `due_by` (pending -> sending, new attempt id); `None` if it
+    /// is not pending or not yet due, so nothing is ever sent early.
+    async fn claim_touch(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: crate::domain::TouchpointId,
+        due_by: Timestamp,
+    ) -> Result<Option<crate::domain::Touchpoint>, StoreError>;
+
+    /// Records the provider's acceptance of the claimed attempt.
+    async fn record_touch_sent(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: crate::domain::TouchpointId,
+        attempt_id: uuid::Uuid,
+        provider_message_id: &str,
+        sent_at: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Records a failed attempt: pending again at `retry_at_opt`, or failed for good.
+    async fn record_touch_failed(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: crate::domain::TouchpointId,
+        attempt_id: uuid::Uuid,
+        error: &str,
+        retry_at_opt: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
+
+    /// Ends a claimed or pending touch without sending it (`skipped` or `cancelled`, with why).
+    async fn close_touch(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: crate::domain::TouchpointId,
+        status: crate::domain::TouchpointStatus,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Cancels the lead's pending touches (of one channel, or all) and returns how many.
+    async fn cancel_pending_touches(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        channel_opt: Option<crate::domain::Channel>,
+        reason: &str,
+    ) -> Result<u64, StoreError>;
+
+    /// Sets the lead's first-touch time if it has none; returns true when it was set now.
+    async fn mark_first_touch(&self, tenant_id: TenantId, lead_id: LeadId, at: Timestamp) -> Result<bool, StoreError>;
+}
+
+/// The tenant-wide consent ledger (opt-outs by phone or email).
+#[async_trait::async_trait]
+pub trait ConsentStore: Send + Sync + std::fmt::Debug {
+    /// Returns true when `address` opted out of `channel` with this tenant.
+    async fn is_opted_out(&self, tenant_id: TenantId, channel: &str, address: &str) -> Result<bool, StoreError>;
+
+    /// Records that `address` opted out of `channel` (e.g. the provider reported it).
+    async fn record_opt_out(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+        address: &str,
+        source: &str,
+    ) -> Result<(), StoreError>;
+}
+
+/// A rendered email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedEmail {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Renders a touch's template for a lead (names, vehicle, the location, the chat link).
+pub trait TouchRenderer: Send + Sync + std::fmt::Debug {
+    /// Returns the SMS body.
+    fn render_sms(&self, template: &str, lead: &Lead, location: &Location) -> Result<String, String>;
+
+    /// Returns the email parts.
+    fn render_email(&self, template: &str, lead: &Lead, location: &Location) -> Result<RenderedEmail, String>;
 }

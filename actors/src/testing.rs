@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::domain::{
-    CadenceRef, CrmAppointment, CrmCannedService, CrmCustomer, CrmLocation, CrmOrder, CrmPage, CrmVehicle, InboxEvent,
-    InboxInsert, JobRun, Lead, LeadCreated, LeadId, LeadStatus, Location, NewCrmAppointment, NewLead, NewTouchpoint,
-    TenantId,
+    CadenceRef, Channel, CrmAppointment, CrmCannedService, CrmCustomer, CrmLocation, CrmOrder, CrmPage, CrmVehicle,
+    InboxEvent, InboxInsert, JobRun, Lead, LeadCreated, LeadId, LeadStatus, Location, NewCrmAppointment, NewLead,
+    NewTouchpoint, TenantId, Touchpoint, TouchpointId, TouchpointStatus,
 };
 use crate::intake::LeadRouter;
-use crate::ports::{Clock, Crm, CrmError, Directory, InboxStore, JobStore, LeadStore, StoreError};
+use crate::ports::{
+    Clock, ConsentStore, Crm, CrmError, Directory, InboxStore, JobStore, LeadStore, StoreError, TouchStore,
+};
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A test double poisoned by a panicking test is still usable for the assertions after it.
@@ -56,6 +58,8 @@ struct Tables {
     locations: Vec<Location>,
     leads: Vec<Lead>,
     plans: HashMap<LeadId, Vec<NewTouchpoint>>,
+    touches: Vec<Touchpoint>,
+    opt_outs: Vec<(TenantId, String, String)>,
     inbox: Vec<InboxEvent>,
     next_attempt: HashMap<i64, Timestamp>,
     runs: Vec<(TenantId, JobRun)>,
@@ -114,6 +118,23 @@ impl InMemoryStore {
     /// Returns every recorded job run.
     pub fn runs(&self) -> Vec<JobRun> {
         lock(&self.tables).runs.iter().map(|(_, run)| run.clone()).collect()
+    }
+
+    /// Sets a lead's status (as a reply, booking or staff action would).
+    pub fn set_lead_status(&self, lead_id: LeadId, status: LeadStatus) {
+        if let Some(lead) = lock(&self.tables).leads.iter_mut().find(|l| l.id == lead_id) {
+            lead.status = status;
+        }
+    }
+
+    /// Returns every touchpoint.
+    pub fn touches(&self) -> Vec<Touchpoint> {
+        lock(&self.tables).touches.clone()
+    }
+
+    /// Records an opt-out of `address` from `channel`.
+    pub fn opt_out(&self, tenant_id: TenantId, channel: &str, address: &str) {
+        lock(&self.tables).opt_outs.push((tenant_id, channel.to_owned(), address.to_owned()));
     }
 
     /// Returns the plan stored with a lead.
@@ -187,8 +208,36 @@ impl LeadStore for InMemoryStore {
             updated_at: Timestamp::now(),
         };
         tables.plans.insert(lead.id, plan.to_vec());
+        for step in plan {
+            tables.touches.push(Touchpoint {
+                id: TouchpointId::new(),
+                tenant_id: lead.tenant_id,
+                lead_id: lead.id,
+                step_index: step.step_index,
+                channel: step.channel,
+                template: step.template.clone(),
+                status: TouchpointStatus::Pending,
+                intended_at: step.intended_at,
+                scheduled_at: step.scheduled_at,
+                placement_reason_opt: step.placement_reason_opt.clone(),
+                attempts: 0,
+                attempt_id_opt: None,
+                provider_message_id_opt: None,
+                provider_status_opt: None,
+                last_error_opt: None,
+                sent_at_opt: None,
+            });
+        }
         tables.leads.push(lead.clone());
         Ok(LeadCreated::Created(lead))
+    }
+
+    async fn location_hours(
+        &self,
+        _tenant_id: TenantId,
+        _location_id: crate::domain::LocationId,
+    ) -> Result<crate::domain::WeeklyHours, StoreError> {
+        Ok(crate::domain::WeeklyHours::default())
     }
 
     async fn get_lead(&self, tenant_id: TenantId, lead_id: LeadId) -> Result<Lead, StoreError> {
@@ -554,6 +603,7 @@ pub fn intake_deps(
     crate::intake::IntakeDeps {
         leads: Arc::new(store.clone()),
         inbox: Arc::new(store.clone()),
+        consent: Arc::new(store.clone()),
         crm: Arc::new(crm.clone()),
         decoder: Arc::new(JsonOrderDecoder),
         rules: Arc::new(crate::qualification::QualificationRules::default()),
@@ -562,4 +612,308 @@ pub fn intake_deps(
         clock: Arc::new(clock.clone()),
         crm_source: "shopmonkey",
     }
+}
+
+#[async_trait::async_trait]
+impl TouchStore for InMemoryStore {
+    async fn touches_of(&self, tenant_id: TenantId, lead_id: LeadId) -> Result<Vec<Touchpoint>, StoreError> {
+        let mut touches: Vec<Touchpoint> = lock(&self.tables)
+            .touches
+            .iter()
+            .filter(|t| t.tenant_id == tenant_id && t.lead_id == lead_id)
+            .cloned()
+            .collect();
+        touches.sort_by_key(|t| t.step_index);
+        Ok(touches)
+    }
+
+    async fn due_touches(
+        &self,
+        tenant_id: TenantId,
+        until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<crate::ports::DueTouch>, StoreError> {
+        let tables = lock(&self.tables);
+        let mut due: Vec<crate::ports::DueTouch> = tables
+            .touches
+            .iter()
+            .filter(|t| t.tenant_id == tenant_id && t.status == TouchpointStatus::Pending && t.scheduled_at <= until)
+            .filter_map(|t| {
+                let lead = tables.leads.iter().find(|l| l.id == t.lead_id)?;
+                Some(crate::ports::DueTouch { location_id: lead.location_id, touch: t.clone() })
+            })
+            .collect();
+        due.sort_by_key(|d| d.touch.scheduled_at);
+        due.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(due)
+    }
+
+    async fn claim_touch(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: TouchpointId,
+        due_by: Timestamp,
+    ) -> Result<Option<Touchpoint>, StoreError> {
+        let mut tables = lock(&self.tables);
+        let Some(touch) = tables.touches.iter_mut().find(|t| t.tenant_id == tenant_id && t.id == touchpoint_id) else {
+            return Ok(None);
+        };
+        if touch.status != TouchpointStatus::Pending || touch.scheduled_at > due_by {
+            return Ok(None);
+        }
+        touch.status = TouchpointStatus::Sending;
+        touch.attempts += 1;
+        touch.attempt_id_opt = Some(uuid::Uuid::new_v4());
+        Ok(Some(touch.clone()))
+    }
+
+    async fn record_touch_sent(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: TouchpointId,
+        attempt_id: uuid::Uuid,
+        provider_message_id: &str,
+        sent_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut tables = lock(&self.tables);
+        let touch = tables
+            .touches
+            .iter_mut()
+            .find(|t| {
+                t.tenant_id == tenant_id
+                    && t.id == touchpoint_id
+                    && t.attempt_id_opt == Some(attempt_id)
+                    && t.status == TouchpointStatus::Sending
+            })
+            .ok_or(StoreError::NotFound)?;
+        touch.status = TouchpointStatus::Sent;
+        touch.provider_message_id_opt = Some(provider_message_id.to_owned());
+        touch.sent_at_opt = Some(sent_at);
+        touch.last_error_opt = None;
+        Ok(())
+    }
+
+    async fn record_touch_failed(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: TouchpointId,
+        attempt_id: uuid::Uuid,
+        error: &str,
+        retry_at_opt: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let mut tables = lock(&self.tables);
+        let touch = tables
+            .touches
+            .iter_mut()
+            .find(|t| {
+                t.tenant_id == tenant_id
+                    && t.id == touchpoint_id
+                    && t.attempt_id_opt == Some(attempt_id)
+                    && t.status == TouchpointStatus::Sending
+            })
+            .ok_or(StoreError::NotFound)?;
+        touch.last_error_opt = Some(error.to_owned());
+        match retry_at_opt {
+            Some(at) => {
+                touch.status = TouchpointStatus::Pending;
+                touch.scheduled_at = at;
+            }
+            None => touch.status = TouchpointStatus::Failed,
+        }
+        Ok(())
+    }
+
+    async fn close_touch(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: TouchpointId,
+        status: TouchpointStatus,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut tables = lock(&self.tables);
+        let touch = tables
+            .touches
+            .iter_mut()
+            .find(|t| {
+                t.tenant_id == tenant_id
+                    && t.id == touchpoint_id
+                    && matches!(t.status, TouchpointStatus::Pending | TouchpointStatus::Sending)
+            })
+            .ok_or(StoreError::NotFound)?;
+        touch.status = status;
+        touch.last_error_opt = Some(reason.to_owned());
+        Ok(())
+    }
+
+    async fn cancel_pending_touches(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        channel_opt: Option<Channel>,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let mut cancelled = 0;
+        for touch in lock(&self.tables).touches.iter_mut().filter(|t| {
+            t.tenant_id == tenant_id
+                && t.lead_id == lead_id
+                && t.status == TouchpointStatus::Pending
+                && channel_opt.is_none_or(|c| c == t.channel)
+        }) {
+            touch.status = TouchpointStatus::Cancelled;
+            touch.last_error_opt = Some(reason.to_owned());
+            cancelled += 1;
+        }
+        Ok(cancelled)
+    }
+
+    async fn mark_first_touch(&self, tenant_id: TenantId, lead_id: LeadId, at: Timestamp) -> Result<bool, StoreError> {
+        let mut tables = lock(&self.tables);
+        let lead = tables
+            .leads
+            .iter_mut()
+            .find(|l| l.tenant_id == tenant_id && l.id == lead_id)
+            .ok_or(StoreError::NotFound)?;
+        if lead.first_touch_at_opt.is_some() {
+            return Ok(false);
+        }
+        lead.first_touch_at_opt = Some(at);
+        Ok(true)
+    }
+}
+
+#[async_trait::async_trait]
+impl ConsentStore for InMemoryStore {
+    async fn is_opted_out(&self, tenant_id: TenantId, channel: &str, address: &str) -> Result<bool, StoreError> {
+        Ok(lock(&self.tables).opt_outs.iter().any(|(t, c, a)| *t == tenant_id && c == channel && a == address))
+    }
+
+    async fn record_opt_out(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+        address: &str,
+        _source: &str,
+    ) -> Result<(), StoreError> {
+        self.opt_out(tenant_id, channel, address);
+        Ok(())
+    }
+}
+
+/// An SMS and email provider double: records what was sent, fails on demand.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingSender {
+    sent: Arc<Mutex<Vec<(String, String, Timestamp)>>>,
+    fail_next: Arc<Mutex<Vec<crate::ports::SendError>>>,
+}
+
+impl RecordingSender {
+    /// Makes the next sends fail with these errors, in order.
+    pub fn fail_with(&self, errors: Vec<crate::ports::SendError>) {
+        *lock(&self.fail_next) = errors;
+    }
+
+    /// Returns (recipient, body or subject, when) of every accepted message.
+    pub fn sent(&self) -> Vec<(String, String, Timestamp)> {
+        lock(&self.sent).clone()
+    }
+
+    fn accept(&self, to: &str, body: &str) -> Result<crate::ports::SentMessage, crate::ports::SendError> {
+        {
+            let mut failures = lock(&self.fail_next);
+            if !failures.is_empty() {
+                return Err(failures.remove(0));
+            }
+        }
+        let now = Timestamp::now();
+        let mut sent = lock(&self.sent);
+        sent.push((to.to_owned(), body.to_owned(), now));
+        Ok(crate::ports::SentMessage { provider_id: format!("msg_{}", sent.len()), accepted_at: now })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ports::SmsSender for RecordingSender {
+    async fn send_sms(
+        &self,
+        sms: &crate::ports::OutboundSms,
+    ) -> Result<crate::ports::SentMessage, crate::ports::SendError> {
+        self.accept(sms.to.as_str(), &sms.body)
+    }
+
+    async fn sent_messages(
+        &self,
+        to: &crate::domain::Phone,
+        _from: &crate::domain::Phone,
+        since: Timestamp,
+    ) -> Result<Vec<crate::ports::ProviderMessage>, crate::ports::SendError> {
+        Ok(lock(&self.sent)
+            .iter()
+            .enumerate()
+            .filter(|(_, (recipient, _, at))| recipient == to.as_str() && *at >= since)
+            .map(|(i, (recipient, body, at))| crate::ports::ProviderMessage {
+                provider_id: format!("msg_{}", i + 1),
+                to: recipient.clone(),
+                body: body.clone(),
+                created_at: *at,
+            })
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ports::EmailSender for RecordingSender {
+    async fn send_email(
+        &self,
+        email: &crate::ports::OutboundEmail,
+    ) -> Result<crate::ports::SentMessage, crate::ports::SendError> {
+        self.accept(email.to.as_str(), &email.subject)
+    }
+
+    async fn find_by_custom_arg(
+        &self,
+        _key: &str,
+        _value: &str,
+    ) -> Result<Vec<crate::ports::ProviderMessage>, crate::ports::SendError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Renders `"{template} for {first name}"`, for tests that do not care about wording.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PlainRenderer;
+
+impl crate::ports::TouchRenderer for PlainRenderer {
+    fn render_sms(&self, template: &str, lead: &Lead, _location: &Location) -> Result<String, String> {
+        Ok(format!("{template} for {}", lead.first_name_opt.as_deref().unwrap_or("there")))
+    }
+
+    fn render_email(
+        &self,
+        template: &str,
+        lead: &Lead,
+        _location: &Location,
+    ) -> Result<crate::ports::RenderedEmail, String> {
+        let subject = format!("{template} for {}", lead.first_name_opt.as_deref().unwrap_or("there"));
+        Ok(crate::ports::RenderedEmail { subject: subject.clone(), text: subject.clone(), html: subject })
+    }
+}
+
+/// Lead-actor dependencies over in-memory doubles (default compliance rules).
+pub fn lead_deps(
+    store: &InMemoryStore,
+    sender: &RecordingSender,
+    clock: &ManualClock,
+    policy: crate::actors::lead::LeadPolicy,
+) -> Arc<crate::actors::lead::LeadDeps> {
+    Arc::new(crate::actors::lead::LeadDeps {
+        leads: Arc::new(store.clone()),
+        touches: Arc::new(store.clone()),
+        consent: Arc::new(store.clone()),
+        sms: Arc::new(sender.clone()),
+        email: Arc::new(sender.clone()),
+        renderer: Arc::new(PlainRenderer),
+        clock: Arc::new(clock.clone()),
+        compliance: Arc::new(crate::compliance::ComplianceRules::default()),
+        policy,
+    })
 }

@@ -18,12 +18,18 @@ use figment::providers::{Format, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use leadorch_actors::compliance::ComplianceRules;
+use leadorch_actors::domain::{Cadence, CadenceBook, LocationId, TenantId};
 use leadorch_actors::qualification::QualificationRules;
 
 use self::env::{EnvKind, OVERRIDES};
 
 /// The defaults, embedded so the binary runs from any directory.
 const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// The cadences and templates shipped with the binary; files of these names in the config dir
+/// replace them.
+const DEFAULT_CADENCES: &str = include_str!("../../config/cadences.toml");
 
 /// Profiles shipped with the binary, used when no file of that name is on disk.
 const BUILTIN_PROFILES: &[(&str, &str)] =
@@ -75,6 +81,43 @@ struct RawSettings {
     ingress: RawIngress,
     actors: RawActors,
     qualification: QualificationRules,
+    twilio: RawVendor,
+    sendgrid: RawVendor,
+    links: RawLinks,
+    sending: RawSending,
+    compliance: ComplianceRules,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVendor {
+    base_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLinks {
+    valid_days: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSending {
+    max_attempts: u32,
+    retry_backoff_ms: u64,
+    scheduler_tick_ms: u64,
+    scheduler_lookahead_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCadences {
+    default: String,
+    #[serde(default)]
+    tenants: HashMap<String, String>,
+    #[serde(default)]
+    locations: HashMap<String, String>,
+    cadence: Vec<Cadence>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,7 +198,24 @@ pub struct Settings {
     /// How long an idle lead actor lives before it stops itself.
     pub lead_idle: Duration,
     pub qualification: QualificationRules,
+    pub twilio_base_url: String,
+    pub sendgrid_base_url: String,
+    pub links_valid_for: jiff::SignedDuration,
+    pub sending: SendingSettings,
+    pub compliance: ComplianceRules,
+    pub cadences: CadenceBook,
+    /// The message templates' TOML (`config/templates.toml`), parsed when the renderer is built.
+    pub templates_source: String,
     pub secrets: Secrets,
+}
+
+/// Sending touches.
+#[derive(Debug, Clone)]
+pub struct SendingSettings {
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
+    pub scheduler_tick: Duration,
+    pub scheduler_lookahead: Duration,
 }
 
 /// The ShopMonkey API.
@@ -288,7 +348,14 @@ impl Settings {
             None | Some("default") => None,
             Some(profile) => Some(read_profile(&config_dir, profile)?),
         };
-        Settings::load(profile_opt.as_deref(), profile_toml_opt.as_deref(), &env)
+        let mut settings = Settings::load(profile_opt.as_deref(), profile_toml_opt.as_deref(), &env)?;
+        if let Some(cadences) = read_optional(&config_dir.join("cadences.toml"))? {
+            settings.cadences = parse_cadences(&cadences)?;
+        }
+        if let Some(templates) = read_optional(&config_dir.join("templates.toml"))? {
+            settings.templates_source = templates;
+        }
+        Ok(settings)
     }
 
     /// Builds settings from the embedded defaults, an optional profile file's contents and an
@@ -381,6 +448,16 @@ impl Settings {
         if raw.actors.lead_idle_secs == 0 {
             return Err(ConfigError::invalid("actors.lead_idle_secs", "must be greater than 0"));
         }
+        for (key, url) in [("twilio.base_url", &raw.twilio.base_url), ("sendgrid.base_url", &raw.sendgrid.base_url)] {
+            reqwest::Url::parse(url.trim())
+                .map_err(|err| ConfigError::invalid(key, format!("`{url}` is not a URL: {err}")))?;
+        }
+        if raw.links.valid_days == 0 {
+            return Err(ConfigError::invalid("links.valid_days", "must be greater than 0"));
+        }
+        if raw.sending.max_attempts == 0 || raw.sending.scheduler_tick_ms == 0 {
+            return Err(ConfigError::invalid("sending", "max_attempts and scheduler_tick_ms must be greater than 0"));
+        }
         if raw.qualification.lead_statuses.is_empty() {
             return Err(ConfigError::invalid("qualification.lead_statuses", "must name at least one status"));
         }
@@ -418,9 +495,53 @@ impl Settings {
             },
             lead_idle: Duration::from_secs(raw.actors.lead_idle_secs),
             qualification: raw.qualification,
+            twilio_base_url: raw.twilio.base_url.trim().trim_end_matches('/').to_owned(),
+            sendgrid_base_url: raw.sendgrid.base_url.trim().trim_end_matches('/').to_owned(),
+            links_valid_for: jiff::SignedDuration::from_hours(24 * i64::from(raw.links.valid_days)),
+            sending: SendingSettings {
+                max_attempts: raw.sending.max_attempts,
+                retry_backoff: Duration::from_millis(raw.sending.retry_backoff_ms),
+                scheduler_tick: Duration::from_millis(raw.sending.scheduler_tick_ms),
+                scheduler_lookahead: Duration::from_millis(raw.sending.scheduler_lookahead_ms),
+            },
+            compliance: raw.compliance,
+            cadences: parse_cadences(DEFAULT_CADENCES)?,
+            templates_source: crate::templates::DEFAULT_TEMPLATES.to_owned(),
             secrets,
         })
     }
+}
+
+fn read_optional(path: &std::path::Path) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(contents) => Ok(Some(contents)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
+    }
+}
+
+/// Parses `cadences.toml` into a checked book.
+///
+/// # Errors
+/// Bad TOML, an override keyed by something that is not an id, or an inconsistent book.
+pub fn parse_cadences(source: &str) -> Result<CadenceBook, ConfigError> {
+    let raw: RawCadences = toml::from_str(source).map_err(|e| ConfigError::invalid("cadences", e.to_string()))?;
+    let tenants = raw
+        .tenants
+        .into_iter()
+        .map(|(id, name)| {
+            Ok((id.parse::<TenantId>().map_err(|e| ConfigError::invalid("cadences.tenants", e.to_string()))?, name))
+        })
+        .collect::<Result<HashMap<_, _>, ConfigError>>()?;
+    let locations = raw
+        .locations
+        .into_iter()
+        .map(|(id, name)| {
+            Ok((id.parse::<LocationId>().map_err(|e| ConfigError::invalid("cadences.locations", e.to_string()))?, name))
+        })
+        .collect::<Result<HashMap<_, _>, ConfigError>>()?;
+    CadenceBook::new(raw.cadence, &raw.default, tenants, locations)
+        .map_err(|e| ConfigError::invalid("cadences", e.to_string()))
 }
 
 fn read_profile(config_dir: &std::path::Path, profile: &str) -> Result<String, ConfigError> {

@@ -5,6 +5,10 @@
 //! exposes run-time fault switches plus observation of what it received and sent. The fakes own
 //! no business rules; they only behave like the vendor.
 //!
+//! - [`sendgrid`]: SendGrid v3 Mail Send, signed Event Webhook batches and a message search.
 //! - [`shopmonkey`]: ShopMonkey v3 (orders, customers, canned services, appointments, webhooks).
+//! - [`twilio`]: Twilio Programmable Messaging (sends, signed status callbacks, a scripted handset).
 
+pub mod sendgrid;
 pub mod shopmonkey;
+pub mod twilio;

@@ -236,6 +236,28 @@ impl LeadRepo {
         rows.iter().map(lead_from_row).collect()
     }
 
+    /// Sets the lead's first-touch time unless it has one; returns true when set now.
+    ///
+    /// # Errors
+    /// The database is unavailable.
+    pub async fn mark_first_touch(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let updated = client
+            .execute(
+                "UPDATE leads SET first_touch_at = $3, updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2 AND first_touch_at IS NULL",
+                &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &at],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(updated == 1)
+    }
+
     /// Sets the lead's status.
     ///
     /// # Errors

@@ -48,6 +48,12 @@ fn weekday_from_iso(day: i16) -> Result<Weekday, StoreError> {
     Weekday::from_monday_one_offset(day as i8).map_err(|e| bad_value("weekday", e))
 }
 
+/// Maps the last representable stored instant of a day back to [`Time::MAX`], the domain's
+/// "closes at midnight" marker.
+fn end_of_day_aware(time: Time) -> Time {
+    if time >= Time::constant(23, 59, 59, 0) { Time::MAX } else { time }
+}
+
 impl LocationRepo {
     pub(crate) fn new(pool: Pool) -> Self {
         LocationRepo { pool }
@@ -211,7 +217,9 @@ impl LocationRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                "SELECT weekday, opens, closes FROM location_hours
+                // PostgreSQL keeps "24:00" (an end-of-day close), which has no jiff Time: read it as
+                // the last microsecond, then map that back to the domain's end-of-day marker.
+                "SELECT weekday, opens, LEAST(closes, time '23:59:59.999999') AS closes FROM location_hours
                  WHERE tenant_id = $1 AND location_id = $2 ORDER BY weekday, opens",
                 &[&tenant_id.as_uuid(), &location_id.as_uuid()],
             )
@@ -223,7 +231,7 @@ impl LocationRepo {
                 Ok(DayHours {
                     weekday: weekday_from_iso(row.get("weekday"))?,
                     opens: row.get::<_, Time>("opens"),
-                    closes: row.get::<_, Time>("closes"),
+                    closes: end_of_day_aware(row.get::<_, Time>("closes")),
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

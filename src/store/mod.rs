@@ -5,6 +5,7 @@
 //! relations).
 
 mod api_keys;
+mod consent;
 mod error;
 mod inbox;
 mod leads;
@@ -22,6 +23,7 @@ use secrecy::ExposeSecret;
 use tokio_postgres::NoTls;
 
 pub use self::api_keys::{ApiKeyRepo, CreatedApiKey, StaffKey};
+pub use self::consent::ConsentRepo;
 pub(crate) use self::error::{pg_error, pool_error};
 pub use self::inbox::InboxRepo;
 pub use self::leads::LeadRepo;
@@ -42,6 +44,7 @@ pub struct Store {
     pub touchpoints: TouchpointRepo,
     pub inbox: InboxRepo,
     pub api_keys: ApiKeyRepo,
+    pub consent: ConsentRepo,
 }
 
 impl Store {
@@ -63,6 +66,7 @@ impl Store {
             touchpoints: TouchpointRepo::new(pool.clone()),
             inbox: InboxRepo::new(pool.clone()),
             api_keys: ApiKeyRepo::new(pool.clone()),
+            consent: ConsentRepo::new(pool.clone()),
             pool,
         }
     }

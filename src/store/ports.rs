@@ -3,9 +3,12 @@
 use async_trait::async_trait;
 use jiff::Timestamp;
 use leadorch_actors::domain::{
-    CadenceRef, InboxEvent, JobRun, Lead, LeadCreated, LeadId, Location, NewLead, NewTouchpoint, TenantId,
+    CadenceRef, Channel, InboxEvent, JobRun, Lead, LeadCreated, LeadId, Location, LocationId, NewLead, NewTouchpoint,
+    TenantId, Touchpoint, TouchpointId, TouchpointStatus, WeeklyHours,
 };
-use leadorch_actors::ports::{Directory, InboxStore, JobStore, LeadStore, StoreError};
+use leadorch_actors::ports::{
+    ConsentStore, Directory, DueTouch, InboxStore, JobStore, LeadStore, StoreError, TouchStore,
+};
 
 use super::{Store, pg_error, pool_error};
 
@@ -47,6 +50,10 @@ impl LeadStore for Store {
 
     async fn get_lead(&self, tenant_id: TenantId, lead_id: LeadId) -> Result<Lead, StoreError> {
         self.leads.get(tenant_id, lead_id).await
+    }
+
+    async fn location_hours(&self, tenant_id: TenantId, location_id: LocationId) -> Result<WeeklyHours, StoreError> {
+        self.locations.hours(tenant_id, location_id).await
     }
 }
 
@@ -120,5 +127,96 @@ impl JobStore for Store {
             .await
             .map_err(pg_error)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl TouchStore for Store {
+    async fn touches_of(&self, tenant_id: TenantId, lead_id: LeadId) -> Result<Vec<Touchpoint>, StoreError> {
+        self.touchpoints.for_lead(tenant_id, lead_id).await
+    }
+
+    async fn due_touches(
+        &self,
+        tenant_id: TenantId,
+        until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<DueTouch>, StoreError> {
+        self.touchpoints.due(tenant_id, until, limit).await
+    }
+
+    async fn claim_touch(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: TouchpointId,
+        due_by: Timestamp,
+    ) -> Result<Option<Touchpoint>, StoreError> {
+        self.touchpoints.claim(tenant_id, touchpoint_id, due_by).await
+    }
+
+    async fn record_touch_sent(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: TouchpointId,
+        attempt_id: uuid::Uuid,
+        provider_message_id: &str,
+        sent_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.touchpoints.record_sent(tenant_id, touchpoint_id, attempt_id, provider_message_id, sent_at).await
+    }
+
+    async fn record_touch_failed(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: TouchpointId,
+        attempt_id: uuid::Uuid,
+        error: &str,
+        retry_at_opt: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        self.touchpoints.record_failed(tenant_id, touchpoint_id, attempt_id, error, retry_at_opt).await
+    }
+
+    async fn close_touch(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: TouchpointId,
+        status: TouchpointStatus,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.touchpoints.close(tenant_id, touchpoint_id, status, reason).await
+    }
+
+    async fn cancel_pending_touches(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        channel_opt: Option<Channel>,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        match channel_opt {
+            Some(channel) => self.touchpoints.cancel_pending_channel(tenant_id, lead_id, channel, reason).await,
+            None => self.touchpoints.cancel_pending(tenant_id, lead_id, reason).await,
+        }
+    }
+
+    async fn mark_first_touch(&self, tenant_id: TenantId, lead_id: LeadId, at: Timestamp) -> Result<bool, StoreError> {
+        self.leads.mark_first_touch(tenant_id, lead_id, at).await
+    }
+}
+
+#[async_trait]
+impl ConsentStore for Store {
+    async fn is_opted_out(&self, tenant_id: TenantId, channel: &str, address: &str) -> Result<bool, StoreError> {
+        self.consent.is_opted_out(tenant_id, channel, address).await
+    }
+
+    async fn record_opt_out(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+        address: &str,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        self.consent.set(tenant_id, channel, address, true, source, None).await
     }
 }

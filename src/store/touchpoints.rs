@@ -3,7 +3,8 @@
 
 use deadpool_postgres::Pool;
 use jiff::Timestamp;
-use leadorch_actors::domain::{Channel, LeadId, TenantId, Touchpoint, TouchpointId, TouchpointStatus};
+use leadorch_actors::domain::{Channel, LeadId, LocationId, TenantId, Touchpoint, TouchpointId, TouchpointStatus};
+use leadorch_actors::ports::DueTouch;
 use leadorch_actors::ports::StoreError;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -66,30 +67,40 @@ impl TouchpointRepo {
         rows.iter().map(touchpoint_from_row).collect()
     }
 
-    /// Returns the tenant's pending touches due before `until`, earliest first, at most `limit`
-    /// (an index scan on `(status, scheduled_at)`).
+    /// Returns the tenant's pending touches due before `until`, earliest first, at most `limit`,
+    /// each with its lead's location (an index scan on `(status, scheduled_at)`).
     ///
     /// # Errors
     /// The database is unavailable.
-    pub async fn due(&self, tenant_id: TenantId, until: Timestamp, limit: i64) -> Result<Vec<Touchpoint>, StoreError> {
+    pub async fn due(&self, tenant_id: TenantId, until: Timestamp, limit: i64) -> Result<Vec<DueTouch>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
+        let columns = TOUCHPOINT_COLUMNS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ");
         let rows = client
             .query(
                 &format!(
-                    "SELECT {TOUCHPOINT_COLUMNS} FROM touchpoints
-                     WHERE status = 'pending' AND scheduled_at <= $2 AND tenant_id = $1
-                     ORDER BY scheduled_at LIMIT $3"
+                    "SELECT {columns}, l.location_id FROM touchpoints t
+                     JOIN leads l ON l.tenant_id = t.tenant_id AND l.id = t.lead_id
+                     WHERE t.status = 'pending' AND t.scheduled_at <= $2 AND t.tenant_id = $1
+                     ORDER BY t.scheduled_at LIMIT $3"
                 ),
                 &[&tenant_id.as_uuid(), &until, &limit],
             )
             .await
             .map_err(pg_error)?;
-        rows.iter().map(touchpoint_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                Ok(DueTouch {
+                    location_id: LocationId::from_uuid(row.get("location_id")),
+                    touch: touchpoint_from_row(row)?,
+                })
+            })
+            .collect()
     }
 
-    /// Claims a pending touch for sending (pending -> sending) under a fresh attempt id, which
-    /// doubles as the provider idempotency key. Returns `None` when it is no longer pending
-    /// (already claimed, sent, or cancelled), so two claimers can never both send it.
+    /// Claims a pending touch due by `due_by` for sending (pending -> sending) under a fresh
+    /// attempt id, which doubles as the provider idempotency key. Returns `None` when it is no
+    /// longer pending (already claimed, sent, or cancelled) or not yet due, so two claimers can
+    /// never both send it and nothing goes out early.
     ///
     /// # Errors
     /// The database is unavailable.
@@ -97,6 +108,7 @@ impl TouchpointRepo {
         &self,
         tenant_id: TenantId,
         touchpoint_id: TouchpointId,
+        due_by: Timestamp,
     ) -> Result<Option<Touchpoint>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
@@ -104,10 +116,10 @@ impl TouchpointRepo {
                 &format!(
                     "UPDATE touchpoints
                      SET status = 'sending', attempt_id = $3, attempts = attempts + 1, updated_at = now()
-                     WHERE tenant_id = $1 AND id = $2 AND status = 'pending'
+                     WHERE tenant_id = $1 AND id = $2 AND status = 'pending' AND scheduled_at <= $4
                      RETURNING {TOUCHPOINT_COLUMNS}"
                 ),
-                &[&tenant_id.as_uuid(), &touchpoint_id.as_uuid(), &Uuid::new_v4()],
+                &[&tenant_id.as_uuid(), &touchpoint_id.as_uuid(), &Uuid::new_v4(), &due_by],
             )
             .await
             .map_err(pg_error)?;
@@ -163,6 +175,51 @@ impl TouchpointRepo {
             .await
             .map_err(pg_error)?;
         if updated == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    /// Ends a pending or claimed touch without sending it, with the reason.
+    ///
+    /// # Errors
+    /// `NotFound` when it is not pending or sending (already finished) or not the tenant's.
+    pub async fn close(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: TouchpointId,
+        status: TouchpointStatus,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let updated = client
+            .execute(
+                "UPDATE touchpoints SET status = $3, last_error = $4, updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2 AND status IN ('pending', 'sending')",
+                &[&tenant_id.as_uuid(), &touchpoint_id.as_uuid(), &status.as_str(), &reason],
+            )
+            .await
+            .map_err(pg_error)?;
+        if updated == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    /// Cancels the lead's pending touches of one channel and returns how many.
+    ///
+    /// # Errors
+    /// The database is unavailable.
+    pub async fn cancel_pending_channel(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        channel: Channel,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client
+            .execute(
+                "UPDATE touchpoints SET status = 'cancelled', last_error = $4, updated_at = now()
+                 WHERE tenant_id = $1 AND lead_id = $2 AND channel = $3 AND status = 'pending'",
+                &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &channel.as_str(), &reason],
+            )
+            .await
+            .map_err(pg_error)
     }
 
     /// Cancels every pending touch of the lead (a stop condition) and returns how many.

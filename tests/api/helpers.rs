@@ -45,9 +45,17 @@ fn init_logs() {
     }
 }
 
-/// Settings for a test: the `test` profile, a fresh database name, port 0.
+/// The deployment secret tests run with.
+pub(crate) const SECRET_KEY: &str = "test-deployment-secret";
+
+/// Settings for a test: the `test` profile, a fresh database name, port 0, a secret key.
 pub(crate) fn test_settings(db_url: &str) -> Settings {
-    let env: HashMap<String, String> = [("LEADORCH_DATABASE_URL".to_owned(), db_url.to_owned())].into_iter().collect();
+    let env: HashMap<String, String> = [
+        ("LEADORCH_DATABASE_URL".to_owned(), db_url.to_owned()),
+        ("LEADORCH_SECRET_KEY".to_owned(), SECRET_KEY.to_owned()),
+    ]
+    .into_iter()
+    .collect();
     Settings::load(Some("test"), Some(include_str!("../../config/test.toml")), &env).expect("test settings are valid")
 }
 
@@ -108,9 +116,19 @@ pub(crate) struct TestApp {
     pub http: reqwest::Client,
     pub store: Store,
     pub db: TestDb,
+    /// The Twilio and SendGrid fakes this app sends through (configured like real vendors).
+    pub twilio: leadorch::sim::twilio::TwilioSim,
+    pub sendgrid: leadorch::sim::sendgrid::SendGridSim,
+    /// The running location actors (to count live lead actors).
+    pub registry: leadorch_actors::actors::location::LocationRegistry,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
+
+/// Credentials of the Twilio and SendGrid fakes.
+pub(crate) const TWILIO_SID: &str = "AC00000000000000000000000000000001";
+pub(crate) const TWILIO_TOKEN: &str = "twilio-test-token";
+pub(crate) const SENDGRID_KEY: &str = "SG.test-key";
 
 /// Starts the app over a fresh database.
 pub(crate) async fn spawn_app() -> TestApp {
@@ -120,10 +138,24 @@ pub(crate) async fn spawn_app() -> TestApp {
 }
 
 /// Starts the app with the given settings over `db`.
-pub(crate) async fn spawn_app_with(db: TestDb, settings: Settings) -> TestApp {
+pub(crate) async fn spawn_app_with(db: TestDb, mut settings: Settings) -> TestApp {
+    use leadorch::sim::sendgrid::{SendGridSim, SendGridSimConfig};
+    use leadorch::sim::twilio::{TwilioSim, TwilioSimConfig};
+    let twilio =
+        TwilioSim::start(TwilioSimConfig { account_sid: TWILIO_SID.to_owned(), auth_token: TWILIO_TOKEN.to_owned() })
+            .await
+            .expect("twilio fake starts");
+    let sendgrid =
+        SendGridSim::start(SendGridSimConfig { api_key: SENDGRID_KEY.to_owned() }).await.expect("sendgrid fake starts");
+    settings.twilio_base_url = twilio.base_url();
+    settings.sendgrid_base_url = sendgrid.base_url();
+    settings.secrets.twilio_account_sid_opt = Some(secrecy::SecretString::from(TWILIO_SID.to_owned()));
+    settings.secrets.twilio_auth_token_opt = Some(secrecy::SecretString::from(TWILIO_TOKEN.to_owned()));
+    settings.secrets.sendgrid_api_key_opt = Some(secrecy::SecretString::from(SENDGRID_KEY.to_owned()));
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://{}", app.local_addr());
     let store = app.state().store.clone();
+    let registry = app.registry().clone();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = shutdown_rx.await;
@@ -133,6 +165,9 @@ pub(crate) async fn spawn_app_with(db: TestDb, settings: Settings) -> TestApp {
         http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
         store,
         db,
+        twilio,
+        sendgrid,
+        registry,
         shutdown: Some(shutdown_tx),
         server,
     }
@@ -346,10 +381,15 @@ pub(crate) async fn spawn_crm_world(
             crm_location_id: sim_location.id.clone(),
             name: sim_location.name.clone(),
             timezone: sim_location.timezone.clone(),
-            sms_rate_per_sec: 1.0,
+            phone_opt: Some(sim_location.phone.clone()),
+            sms_from_opt: Some(format!("+1737555{:04}", locations.len())),
+            email_from_opt: Some(format!("shop{}@tintco.example", locations.len())),
+            sms_rate_per_sec: 50.0,
             ..LocationInput::default()
         };
-        locations.push(ops::add_location(&store, input).await.expect("location"));
+        let location = ops::add_location(&store, input).await.expect("location");
+        ops::set_location_hours(&store, created.tenant.id, location.id, "mon-sun 00:00-24:00").await.expect("hours");
+        locations.push(location);
     }
     let mut settings = test_settings(&db.url);
     settings.shopmonkey.base_url = sim.base_url();
@@ -358,6 +398,12 @@ pub(crate) async fn spawn_crm_world(
     settings.secrets.shopmonkey_api_key_opt = Some(secrecy::SecretString::from(COMPANY_KEY.to_owned()));
     settings.poller.interval = Duration::from_secs(1);
     settings.ingress.sweep_interval = Duration::from_millis(300);
+    // Tests run at any hour: open the legal window all day here (the compliance clock itself is
+    // covered by the timeline's unit and property tests).
+    settings.compliance.default_window =
+        leadorch_actors::compliance::Window { start: jiff::civil::Time::midnight(), end: jiff::civil::Time::MAX };
+    settings.compliance.states.clear();
+    settings.sending.retry_backoff = Duration::from_millis(50);
     configure(&mut settings);
     let app = spawn_app_with(db, settings).await;
     sim.set_webhook_target(
@@ -418,4 +464,9 @@ impl CrmWorld {
             }
         }
     }
+}
+
+/// A time after every touch in a test's plan (to claim touches regardless of schedule).
+pub(crate) fn far_future() -> jiff::Timestamp {
+    jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365)
 }

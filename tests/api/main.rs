@@ -9,3 +9,4 @@ mod migrations;
 mod ops;
 mod store;
 mod tenancy;
+mod timeline;

@@ -6,7 +6,7 @@ use leadorch::store::{InboxInsert, LeadCreated};
 use leadorch_actors::domain::{LeadStatus, TouchpointStatus, WeeklyHours};
 use leadorch_actors::ports::StoreError;
 
-use crate::helpers::{TestDb, new_lead, seed_tenant, two_step_plan};
+use crate::helpers::{TestDb, far_future, new_lead, seed_tenant, two_step_plan};
 
 #[tokio::test]
 async fn a_lead_is_created_with_its_plan_in_one_transaction() {
@@ -70,7 +70,8 @@ async fn a_touchpoint_can_be_claimed_only_once_and_records_its_outcome() {
         .clone();
     let first = store.touchpoints.for_lead(tenant.id, lead.id).await.expect("plan")[0].clone();
 
-    let claims = futures::future::join_all((0..4).map(|_| store.touchpoints.claim(tenant.id, first.id))).await;
+    let claims =
+        futures::future::join_all((0..4).map(|_| store.touchpoints.claim(tenant.id, first.id, far_future()))).await;
 
     let claimed: Vec<_> = claims.into_iter().filter_map(|c| c.expect("claim query")).collect();
     assert_eq!(claimed.len(), 1, "exactly one claimer wins");
@@ -103,13 +104,14 @@ async fn a_failed_attempt_goes_back_to_pending_for_a_retry_or_fails_for_good() {
     let plan = store.touchpoints.for_lead(tenant.id, lead.id).await.expect("plan");
     let retry_at = Timestamp::now() + SignedDuration::from_secs(30);
 
-    let claimed = store.touchpoints.claim(tenant.id, plan[0].id).await.expect("q").expect("claimed");
+    let claimed = store.touchpoints.claim(tenant.id, plan[0].id, far_future()).await.expect("q").expect("claimed");
     store
         .touchpoints
         .record_failed(tenant.id, plan[0].id, claimed.attempt_id_opt.expect("id"), "twilio 500", Some(retry_at))
         .await
         .expect("record");
-    let reclaimed = store.touchpoints.claim(tenant.id, plan[0].id).await.expect("q").expect("claimable again");
+    let reclaimed =
+        store.touchpoints.claim(tenant.id, plan[0].id, far_future()).await.expect("q").expect("claimable again");
     store
         .touchpoints
         .record_failed(tenant.id, plan[0].id, reclaimed.attempt_id_opt.expect("id"), "invalid number", None)
@@ -136,7 +138,7 @@ async fn cancelling_a_lead_cancels_only_its_pending_touches() {
         .lead()
         .clone();
     let plan = store.touchpoints.for_lead(tenant.id, lead.id).await.expect("plan");
-    let claimed = store.touchpoints.claim(tenant.id, plan[0].id).await.expect("q").expect("claimed");
+    let claimed = store.touchpoints.claim(tenant.id, plan[0].id, far_future()).await.expect("q").expect("claimed");
     store
         .touchpoints
         .record_sent(tenant.id, plan[0].id, claimed.attempt_id_opt.expect("id"), "SM1", Timestamp::now())
@@ -165,7 +167,8 @@ async fn due_touches_are_found_in_time_order_and_exclude_future_ones() {
 
     assert_eq!(due_now.len(), 1);
     assert_eq!(due_later.len(), 2);
-    assert!(due_later[0].scheduled_at <= due_later[1].scheduled_at);
+    assert!(due_later[0].touch.scheduled_at <= due_later[1].touch.scheduled_at);
+    assert!(due_later.iter().all(|d| d.location_id == location.id), "each due touch names its lead's location");
     db.drop_database().await;
 }
 
@@ -225,7 +228,7 @@ async fn hours_round_trip_through_the_database() {
     let db = TestDb::migrated().await;
     let store = db.store();
     let (tenant, location) = seed_tenant(&store, "Tint Co").await;
-    let hours = WeeklyHours::parse("mon-fri 08:00-18:00, sat 09:00-14:00").expect("hours");
+    let hours = WeeklyHours::parse("mon-fri 08:00-18:00, sat 09:00-14:00, sun 10:00-24:00").expect("hours");
 
     store.locations.set_hours(tenant.id, location.id, &hours).await.expect("set");
 

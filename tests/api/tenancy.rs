@@ -5,7 +5,7 @@ use leadorch::store::InboxInsert;
 use leadorch_actors::domain::{LeadStatus, WeeklyHours};
 use leadorch_actors::ports::StoreError;
 
-use crate::helpers::{TestDb, new_lead, seed_tenant, two_step_plan};
+use crate::helpers::{TestDb, far_future, new_lead, seed_tenant, two_step_plan};
 
 #[tokio::test]
 async fn a_tenant_cannot_read_or_change_another_tenants_rows() {
@@ -40,7 +40,7 @@ async fn a_tenant_cannot_read_or_change_another_tenants_rows() {
     assert!(matches!(store.leads.get(b, lead_a.id).await, Err(StoreError::NotFound)));
     assert!(matches!(store.leads.set_status(b, lead_a.id, LeadStatus::Closed).await, Err(StoreError::NotFound)));
     assert!(store.touchpoints.for_lead(b, lead_a.id).await.expect("q").is_empty());
-    assert!(store.touchpoints.claim(b, touch_a.id).await.expect("q").is_none());
+    assert!(store.touchpoints.claim(b, touch_a.id, far_future()).await.expect("q").is_none());
     assert_eq!(store.touchpoints.cancel_pending(b, lead_a.id, "x").await.expect("q"), 0);
     assert!(matches!(store.inbox.get(b, event_a).await, Err(StoreError::NotFound)));
     assert!(matches!(store.inbox.mark_processed(b, event_a, "x").await, Err(StoreError::NotFound)));

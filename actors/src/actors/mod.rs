@@ -5,4 +5,5 @@ pub mod ingress;
 pub mod lead;
 pub mod location;
 pub mod poller;
+pub mod scheduler;
 pub mod supervisor;

@@ -26,3 +26,6 @@ pub use crm::{
     CrmAppointment, CrmCannedService, CrmCustomer, CrmEmail, CrmLocation, CrmOrder, CrmPage, CrmPhone, CrmVehicle,
     NewCrmAppointment,
 };
+
+mod cadence;
+pub use cadence::{Cadence, CadenceBook, CadenceBookError, CadenceStep, StepRule};

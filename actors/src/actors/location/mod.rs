@@ -1,18 +1,36 @@
 //! `LocationActor`: one per active location. It is the parent of that location's live lead
 //! actors: it activates a lead actor on demand (a message to an inactive lead starts it first),
-//! forgets it when it stops, and is found through the id-keyed [`LocationRegistry`].
+//! forgets it when it stops, and is found through the id-keyed [`LocationRegistry`]. It also
+//! paces the location's SMS number: sends queue here and leave at the number's rate, first
+//! touches ahead of follow-ups, so a burst waits instead of being rejected by the carrier.
 
 mod router;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use super::lead::{LeadActor, LeadArgs, LeadDeps, LeadMsg};
-use crate::domain::{LeadId, Location, LocationId};
+use super::lead::{LeadActor, LeadArgs, LeadDeps, LeadMsg, SendFinished};
+use crate::domain::{LeadId, Location, LocationId, Touchpoint};
+use crate::ports::{OutboundSms, SendError};
+
+/// SMS waiting at a location beyond which new ones are refused (and retried by their lead).
+const MAX_QUEUED_SMS: usize = 50_000;
+
+/// One claimed SMS touch waiting for its slot on the location's number.
+#[derive(Debug)]
+pub struct SmsJob {
+    /// The lead actor to tell how it went.
+    pub reply_to: ActorRef<LeadMsg>,
+    pub touch: Touchpoint,
+    pub sms: OutboundSms,
+    /// A lead's first touch goes ahead of follow-ups.
+    pub first_touch: bool,
+    pub started_at: jiff::Timestamp,
+}
 
 pub use self::router::{ActorLeadRouter, location_child_spec};
 
@@ -69,6 +87,10 @@ pub enum LocationMsg {
     LeadCreated(LeadId),
     /// Delivers a message to one of this location's lead actors, activating it first.
     ToLead(LeadId, LeadMsg),
+    /// From a lead actor: a claimed SMS to send when the number's rate allows.
+    EnqueueSms(Box<SmsJob>),
+    /// From its own timer: the next SMS slot has come.
+    ReleaseSms,
     /// Query: how many lead actors of this location are live.
     GetLiveLeads(RpcReplyPort<usize>),
 }
@@ -76,7 +98,13 @@ pub enum LocationMsg {
 /// What a location actor holds.
 #[derive(Debug)]
 pub struct LocationState {
-    location: Location,
+    location: Arc<Location>,
+    first_touches: VecDeque<Box<SmsJob>>,
+    follow_ups: VecDeque<Box<SmsJob>>,
+    /// A release is already scheduled.
+    release_pending: bool,
+    /// Earliest time the number may send again.
+    next_slot: Instant,
     live: HashMap<LeadId, ActorRef<LeadMsg>>,
     /// Which child actor is which lead, to forget it when it stops.
     lead_of_actor: HashMap<ActorId, LeadId>,
@@ -92,7 +120,12 @@ impl LocationState {
         if let Some(actor) = self.live.get(&lead_id) {
             return Some(actor.clone());
         }
-        let args = LeadArgs { tenant_id: self.location.tenant_id, lead_id };
+        let args = LeadArgs {
+            tenant_id: self.location.tenant_id,
+            lead_id,
+            location: self.location.clone(),
+            location_actor: myself.clone(),
+        };
         match Actor::spawn_linked(None, LeadActor::new(deps.clone()), args, myself.get_cell()).await {
             Ok((actor, _join)) => {
                 self.lead_of_actor.insert(actor.get_id(), lead_id);
@@ -125,7 +158,15 @@ impl Actor for LocationActor {
     ) -> Result<LocationState, ActorProcessingErr> {
         self.registry.register(location.id, myself);
         metrics::gauge!("leadorch_actors_alive", "kind" => "location").increment(1.0);
-        Ok(LocationState { location, live: HashMap::new(), lead_of_actor: HashMap::new() })
+        Ok(LocationState {
+            location: Arc::new(location),
+            first_touches: VecDeque::new(),
+            follow_ups: VecDeque::new(),
+            release_pending: false,
+            next_slot: Instant::now(),
+            live: HashMap::new(),
+            lead_of_actor: HashMap::new(),
+        })
     }
 
     async fn post_stop(
@@ -156,10 +197,13 @@ impl Actor for LocationActor {
                     let _ = actor.cast(msg);
                 }
             }
+            LocationMsg::EnqueueSms(job) => self.enqueue_sms(&myself, state, job),
+            LocationMsg::ReleaseSms => self.release_sms(&myself, state),
             LocationMsg::GetLiveLeads(reply) => {
                 let _ = reply.send(state.live.len());
             }
         }
+        metrics::gauge!("leadorch_sms_queue_depth").set((state.first_touches.len() + state.follow_ups.len()) as f64);
         Ok(())
     }
 
@@ -185,6 +229,77 @@ impl Actor for LocationActor {
         }
         Ok(())
     }
+}
+
+impl LocationActor {
+    fn interval(location: &Location) -> Duration {
+        Duration::from_secs_f64(1.0 / location.sms_rate_per_sec.max(0.001))
+    }
+
+    fn enqueue_sms(&self, myself: &ActorRef<LocationMsg>, state: &mut LocationState, job: Box<SmsJob>) {
+        if state.first_touches.len() + state.follow_ups.len() >= MAX_QUEUED_SMS {
+            // Backpressure: the lead records a retryable failure and tries again later.
+            let finished =
+                finished(job, Err(SendError::RateLimited { retry_after_opt: Some(Duration::from_secs(30)) }));
+            let _ = finished.0.cast(LeadMsg::SendFinished(Box::new(finished.1)));
+            return;
+        }
+        if job.first_touch {
+            state.first_touches.push_back(job);
+        } else {
+            state.follow_ups.push_back(job);
+        }
+        if !state.release_pending {
+            state.release_pending = true;
+            let wait = state.next_slot.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                let _ = myself.cast(LocationMsg::ReleaseSms);
+            } else {
+                myself.send_after(wait, || LocationMsg::ReleaseSms);
+            }
+        }
+    }
+
+    fn release_sms(&self, myself: &ActorRef<LocationMsg>, state: &mut LocationState) {
+        state.release_pending = false;
+        let now = Instant::now();
+        if now < state.next_slot {
+            state.release_pending = true;
+            myself.send_after(state.next_slot - now, || LocationMsg::ReleaseSms);
+            return;
+        }
+        let Some(job) = state.first_touches.pop_front().or_else(|| state.follow_ups.pop_front()) else { return };
+        let interval = Self::interval(&state.location);
+        state.next_slot = now + interval;
+        let sender = self.lead_deps.sms.clone();
+        tokio::spawn(async move {
+            let result = sender.send_sms(&job.sms).await;
+            let (reply_to, finished) = finished(job, result);
+            // A stopped lead actor leaves the touch in `sending`; start-up reconciles it.
+            let _ = reply_to.cast(LeadMsg::SendFinished(Box::new(finished)));
+        });
+        if !state.first_touches.is_empty() || !state.follow_ups.is_empty() {
+            state.release_pending = true;
+            myself.send_after(interval, || LocationMsg::ReleaseSms);
+        }
+    }
+}
+
+fn finished(
+    job: Box<SmsJob>,
+    result: Result<crate::ports::SentMessage, SendError>,
+) -> (ActorRef<LeadMsg>, SendFinished) {
+    let SmsJob { reply_to, touch, sms, started_at, .. } = *job;
+    let finished = SendFinished {
+        touch,
+        result,
+        recipient: sms.to.as_str().to_owned(),
+        sender_opt: Some(sms.from.as_str().to_owned()),
+        body: sms.body,
+        started_at,
+        reconciled: false,
+    };
+    (reply_to, finished)
 }
 
 /// Asks a location actor how many of its leads are live; `None` if it did not answer in time.

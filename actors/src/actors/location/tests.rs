@@ -3,8 +3,9 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 use super::*;
+use crate::actors::lead::LeadPolicy;
 use crate::ports::LeadStore as _;
-use crate::testing::{InMemoryStore, fixtures};
+use crate::testing::{InMemoryStore, ManualClock, RecordingSender, fixtures, lead_deps};
 
 async fn live(actor: &ActorRef<LocationMsg>) -> usize {
     live_leads(actor).await.expect("location answers")
@@ -38,7 +39,8 @@ async fn a_new_lead_activates_one_actor_that_stops_itself_when_idle() {
         received_at: Timestamp::now(),
     };
     let lead = store.create_lead(&new, None, &[]).await.expect("created").lead().clone();
-    let deps = Arc::new(LeadDeps { leads: Arc::new(store.clone()), idle_after: Duration::from_millis(200) });
+    let policy = LeadPolicy { idle_after: Duration::from_millis(200), ..LeadPolicy::default() };
+    let deps = lead_deps(&store, &RecordingSender::default(), &ManualClock::new(Timestamp::now()), policy);
     let registry = LocationRegistry::default();
     let (actor, _join) =
         Actor::spawn(None, LocationActor::new(deps, registry.clone()), location.clone()).await.expect("starts");
@@ -58,7 +60,8 @@ async fn a_new_lead_activates_one_actor_that_stops_itself_when_idle() {
 async fn a_lead_that_cannot_be_loaded_leaves_no_actor_behind() {
     let store = InMemoryStore::default();
     let location = fixtures::location(crate::domain::TenantId::new(), "loc_1");
-    let deps = Arc::new(LeadDeps { leads: Arc::new(store), idle_after: Duration::from_secs(60) });
+    let deps =
+        lead_deps(&store, &RecordingSender::default(), &ManualClock::new(Timestamp::now()), LeadPolicy::default());
     let (actor, _join) =
         Actor::spawn(None, LocationActor::new(deps, LocationRegistry::default()), location).await.expect("starts");
 
