@@ -121,3 +121,23 @@ async fn a_bad_setting_fails_start_up_naming_the_variable() {
     assert!(stderr.contains("LEADORCH_HTTP_ADDR") && stderr.contains("http.addr"), "{stderr}");
     db.drop_database().await;
 }
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_vendor_credentials_unless_told_to_use_fakes() {
+    let db = TestDb::migrated().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadorch"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("LEADORCH_DATABASE_URL", &db.url)
+        .env("LEADORCH_SECRET_KEY", "some-secret")
+        .env_remove("LEADORCH_TWILIO_ACCOUNT_SID")
+        .env_remove("LEADORCH_TWILIO_AUTH_TOKEN")
+        .env("LEADORCH_LOG", "warn")
+        .output()
+        .await
+        .expect("runs");
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("LEADORCH_TWILIO_ACCOUNT_SID") && stderr.contains("--sim"), "{stderr}");
+    db.drop_database().await;
+}
