@@ -25,6 +25,8 @@ use crate::crm::shopmonkey::events::ShopMonkeyEventDecoder;
 use crate::crm::shopmonkey::{ShopMonkeyClient, ShopMonkeyConfig};
 use crate::http::{self, AppState};
 use crate::links::LinkSigner;
+use crate::messaging::sendgrid_events::EventVerifier;
+use crate::reconcile;
 use crate::store::{self, Store};
 use crate::templates::Templates;
 use crate::vendors::{VendorMode, Vendors, build_vendors};
@@ -215,6 +217,18 @@ impl Application {
         let links = LinkSigner::new(&secret_key, &settings.http.public_url, settings.links_valid_for);
         let templates = Templates::new(&settings.templates_source, links).context("invalid message templates")?;
         let compliance = Arc::new(settings.compliance.clone());
+        // Before any actor sends: settle what a crash left half-sent.
+        let reconciled = reconcile::reconcile_in_flight(
+            &store,
+            vendors.sms.as_ref(),
+            vendors.email.as_ref(),
+            jiff::Timestamp::now(),
+        )
+        .await
+        .context("failed to reconcile interrupted sends")?;
+        if reconciled.deferred > 0 {
+            tracing::warn!(deferred = reconciled.deferred, "some interrupted sends wait for the provider to answer");
+        }
         let registry = LocationRegistry::default();
         let lead_deps = Arc::new(LeadDeps {
             leads: Arc::new(store.clone()),
@@ -278,12 +292,29 @@ impl Application {
             .await
             .context("failed to start the actor system")?;
         router.attach_root(root.clone());
-        let refresher = tokio::spawn(refresh_directory(factory, root.clone()));
+        let refresher =
+            tokio::spawn(refresh_directory(factory, root.clone(), vendors.sms.clone(), vendors.email.clone()));
+        let sendgrid_verifier_opt = match &vendors.sendgrid_verification_key_opt {
+            Some(key) => {
+                Some(Arc::new(EventVerifier::from_base64_spki(key).context("invalid sendgrid verification key")?))
+            }
+            None => {
+                tracing::warn!("LEADORCH_SENDGRID_VERIFICATION_KEY not set: sendgrid events will be refused");
+                None
+            }
+        };
         let listener = TcpListener::bind(settings.http.addr)
             .await
             .with_context(|| format!("failed to bind {}", settings.http.addr))?;
         let addr = listener.local_addr().context("failed to read the bound address")?;
-        let state = AppState { settings: Arc::new(settings), store, metrics: http::metrics::recorder(), ingress };
+        let state = AppState {
+            settings: Arc::new(settings),
+            store,
+            metrics: http::metrics::recorder(),
+            ingress,
+            twilio_auth_token: vendors.twilio_auth_token.clone(),
+            sendgrid_verifier_opt,
+        };
         Ok(Application { listener, addr, state, root, root_join, registry, refresher, vendors })
     }
 
@@ -335,11 +366,23 @@ impl Application {
     }
 }
 
-async fn refresh_directory(factory: TreeFactory, root: RootHandle) {
+async fn refresh_directory(
+    factory: TreeFactory,
+    root: RootHandle,
+    sms: Arc<dyn leadorch_actors::ports::SmsSender>,
+    email: Arc<dyn leadorch_actors::ports::EmailSender>,
+) {
     let mut ticker = tokio::time::interval(DIRECTORY_REFRESH);
     ticker.tick().await;
     loop {
         ticker.tick().await;
+        let stuck_before =
+            jiff::Timestamp::now() - jiff::SignedDuration::try_from(reconcile::STUCK_AFTER).unwrap_or_default();
+        if let Err(err) =
+            reconcile::reconcile_in_flight(&factory.store, sms.as_ref(), email.as_ref(), stuck_before).await
+        {
+            tracing::warn!(error = %err, "reconciling stuck sends failed");
+        }
         match factory.directory_specs().await {
             Ok(specs) => {
                 for spec in specs {

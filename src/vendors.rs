@@ -101,7 +101,10 @@ pub async fn build_vendors(settings: &Settings, mode: VendorMode) -> Result<Vend
     Ok(Vendors {
         sms: Arc::new(sms),
         email: Arc::new(email),
-        sendgrid_verification_key_opt: sendgrid_sim_opt.as_ref().map(SendGridSim::public_key_base64),
+        sendgrid_verification_key_opt: sendgrid_sim_opt
+            .as_ref()
+            .map(SendGridSim::public_key_base64)
+            .or_else(|| settings.secrets.sendgrid_verification_key_opt.clone()),
         twilio_sim_opt,
         sendgrid_sim_opt,
         twilio_auth_token,

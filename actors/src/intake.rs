@@ -85,6 +85,10 @@ pub enum IntakeOutcome {
     /// Another path created this lead a moment ago (a race resolved by the unique key).
     Duplicate(LeadId),
     Disqualified(Disqualification),
+    /// The order of an existing lead was accepted, invoiced or paid: the lead is won.
+    LeadWon(LeadId),
+    /// The customer booked in the CRM: their lead is booked.
+    LeadBooked(LeadId),
     /// Not an order event, or an order the CRM no longer has.
     Ignored(String),
 }
@@ -96,6 +100,8 @@ impl IntakeOutcome {
             IntakeOutcome::LeadCreated(_) => "lead_created",
             IntakeOutcome::Duplicate(_) => "duplicate",
             IntakeOutcome::Disqualified(d) => d.outcome(),
+            IntakeOutcome::LeadWon(_) => "lead_won",
+            IntakeOutcome::LeadBooked(_) => "lead_booked",
             IntakeOutcome::Ignored(_) => "ignored",
         }
     }
@@ -156,7 +162,21 @@ pub async fn process_order(
         Some(crm_location_id) => deps.leads.location_by_crm_id(tenant_id, crm_location_id).await?,
         None => None,
     };
-    let already_lead = deps.leads.lead_by_crm_order(tenant_id, deps.crm_source, &order.id).await?.is_some();
+    let existing_opt = deps.leads.lead_by_crm_order(tenant_id, deps.crm_source, &order.id).await?;
+    if let Some(existing) = &existing_opt {
+        let won = order.paid
+            || order.invoiced
+            || deps.rules.won_statuses.iter().any(|s| s.eq_ignore_ascii_case(&order.status));
+        if won {
+            let reason = format!("order {} in the crm", order.status);
+            if deps.leads.stop_lead(tenant_id, existing.id, crate::domain::LeadStatus::Won, &reason).await? {
+                metrics::counter!("leadorch_lead_outcomes_total", "outcome" => "won").increment(1);
+                tracing::info!(%tenant_id, lead_id = %existing.id, "lead won");
+                return Ok(IntakeOutcome::LeadWon(existing.id));
+            }
+        }
+    }
+    let already_lead = existing_opt.is_some();
     let precheck = Candidate { order, customer_opt: None, location_opt: location_opt.as_ref(), already_lead };
     // The cheap rules first: no CRM calls for an order that is refused anyway.
     match qualify(&deps.rules, precheck) {
@@ -238,6 +258,37 @@ pub async fn process_event(deps: &IntakeDeps, event: &InboxEvent) -> Result<Inta
                 Err(err) => return Err(err.into()),
             };
             process_order(deps, event.tenant_id, &order, event.received_at, IntakePath::Webhook).await
+        }
+        CrmEvent::AppointmentCreated { customer_id_opt, order_id_opt } => {
+            let mut leads = Vec::new();
+            if let Some(order_id) = &order_id_opt {
+                leads.extend(deps.leads.lead_by_crm_order(event.tenant_id, deps.crm_source, order_id).await?);
+            }
+            if leads.is_empty() {
+                if let Some(customer_id) = &customer_id_opt {
+                    leads = deps.leads.leads_of_customer(event.tenant_id, customer_id).await?;
+                }
+            }
+            let mut booked = None;
+            for lead in leads.iter().filter(|l| !l.status.stops_cadence()) {
+                if deps
+                    .leads
+                    .stop_lead(
+                        event.tenant_id,
+                        lead.id,
+                        crate::domain::LeadStatus::Booked,
+                        "appointment booked in the crm",
+                    )
+                    .await?
+                {
+                    metrics::counter!("leadorch_lead_outcomes_total", "outcome" => "booked").increment(1);
+                    booked = Some(lead.id);
+                }
+            }
+            Ok(booked.map_or_else(
+                || IntakeOutcome::Ignored("no open lead for this appointment".to_owned()),
+                IntakeOutcome::LeadBooked,
+            ))
         }
         CrmEvent::Other { table } => Ok(IntakeOutcome::Ignored(format!("{table} events are not leads"))),
     }

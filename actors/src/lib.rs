@@ -10,6 +10,7 @@
 pub mod actors;
 pub mod compliance;
 pub mod domain;
+pub mod inbound;
 pub mod intake;
 pub mod nanp;
 pub mod planner;

@@ -186,6 +186,19 @@ pub trait LeadStore: Send + Sync + std::fmt::Debug {
     /// Returns one lead of the tenant.
     async fn get_lead(&self, tenant_id: TenantId, lead_id: LeadId) -> Result<Lead, StoreError>;
 
+    /// Ends the lead's cadence with `status` (a win, a booking) and cancels its pending touches,
+    /// unless it already ended; returns whether it changed.
+    async fn stop_lead(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        status: crate::domain::LeadStatus,
+        reason: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Returns the tenant's leads of a CRM customer.
+    async fn leads_of_customer(&self, tenant_id: TenantId, crm_customer_id: &str) -> Result<Vec<Lead>, StoreError>;
+
     /// Returns a location's weekly opening hours (empty when none are set).
     async fn location_hours(
         &self,
@@ -246,6 +259,8 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 pub enum CrmEvent {
     /// An order was created or changed.
     OrderChanged { order_id: String, created: bool },
+    /// An appointment was created in the CRM (the customer booked there).
+    AppointmentCreated { customer_id_opt: Option<String>, order_id_opt: Option<String> },
     /// Anything else (customers, vehicles, ...): acknowledged and ignored.
     Other { table: String },
 }

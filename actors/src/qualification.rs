@@ -22,6 +22,14 @@ pub struct QualificationRules {
     pub internal_markers: Vec<String>,
     /// Email domains of staff and test accounts.
     pub internal_email_domains: Vec<String>,
+    /// Order statuses that mean the customer said yes: an existing lead becomes `won` and its
+    /// cadence stops.
+    #[serde(default = "default_won_statuses")]
+    pub won_statuses: Vec<String>,
+}
+
+fn default_won_statuses() -> Vec<String> {
+    vec!["RepairOrder".to_owned(), "Invoice".to_owned()]
 }
 
 impl Default for QualificationRules {
@@ -32,6 +40,7 @@ impl Default for QualificationRules {
             skip_customer_types: vec!["Fleet".to_owned()],
             internal_markers: vec!["test customer".to_owned(), "internal".to_owned(), "do not contact".to_owned()],
             internal_email_domains: Vec::new(),
+            won_statuses: default_won_statuses(),
         }
     }
 }

@@ -232,6 +232,40 @@ impl LeadStore for InMemoryStore {
         Ok(LeadCreated::Created(lead))
     }
 
+    async fn stop_lead(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        status: LeadStatus,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let changed = {
+            let mut tables = lock(&self.tables);
+            let Some(lead) = tables.leads.iter_mut().find(|l| l.tenant_id == tenant_id && l.id == lead_id) else {
+                return Err(StoreError::NotFound);
+            };
+            if lead.status.stops_cadence() && lead.status != LeadStatus::Replied {
+                false
+            } else {
+                lead.status = status;
+                true
+            }
+        };
+        if changed {
+            self.cancel_pending_touches(tenant_id, lead_id, None, reason).await?;
+        }
+        Ok(changed)
+    }
+
+    async fn leads_of_customer(&self, tenant_id: TenantId, crm_customer_id: &str) -> Result<Vec<Lead>, StoreError> {
+        Ok(lock(&self.tables)
+            .leads
+            .iter()
+            .filter(|l| l.tenant_id == tenant_id && l.crm_customer_id_opt.as_deref() == Some(crm_customer_id))
+            .cloned()
+            .collect())
+    }
+
     async fn location_hours(
         &self,
         _tenant_id: TenantId,
@@ -899,10 +933,12 @@ impl crate::ports::TouchRenderer for PlainRenderer {
 }
 
 /// Lead-actor dependencies over in-memory doubles (default compliance rules).
+/// Lead actors run on real timers, so their clock must be the wall clock: pass `SystemClock`
+/// unless the test never lets a timer fire.
 pub fn lead_deps(
     store: &InMemoryStore,
     sender: &RecordingSender,
-    clock: &ManualClock,
+    clock: Arc<dyn Clock>,
     policy: crate::actors::lead::LeadPolicy,
 ) -> Arc<crate::actors::lead::LeadDeps> {
     Arc::new(crate::actors::lead::LeadDeps {
@@ -912,7 +948,7 @@ pub fn lead_deps(
         sms: Arc::new(sender.clone()),
         email: Arc::new(sender.clone()),
         renderer: Arc::new(PlainRenderer),
-        clock: Arc::new(clock.clone()),
+        clock,
         compliance: Arc::new(crate::compliance::ComplianceRules::default()),
         policy,
     })

@@ -41,6 +41,9 @@ pub(crate) const SHOPMONKEY_API_KEY: &str = "LEADORCH_SHOPMONKEY_API_KEY";
 pub(crate) const TWILIO_ACCOUNT_SID: &str = "LEADORCH_TWILIO_ACCOUNT_SID";
 pub(crate) const TWILIO_AUTH_TOKEN: &str = "LEADORCH_TWILIO_AUTH_TOKEN";
 pub(crate) const SENDGRID_API_KEY: &str = "LEADORCH_SENDGRID_API_KEY";
+/// SendGrid's event-webhook verification key (base64 P-256 public key); not secret, but it
+/// travels with the credentials.
+pub(crate) const SENDGRID_VERIFICATION_KEY: &str = "LEADORCH_SENDGRID_VERIFICATION_KEY";
 pub(crate) const ANTHROPIC_API_KEY: &str = "LEADORCH_ANTHROPIC_API_KEY";
 pub(crate) const OPENAI_API_KEY: &str = "LEADORCH_OPENAI_API_KEY";
 

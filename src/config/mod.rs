@@ -298,6 +298,7 @@ pub struct Secrets {
     pub twilio_account_sid_opt: Option<SecretString>,
     pub twilio_auth_token_opt: Option<SecretString>,
     pub sendgrid_api_key_opt: Option<SecretString>,
+    pub sendgrid_verification_key_opt: Option<String>,
     pub anthropic_api_key_opt: Option<SecretString>,
     pub openai_api_key_opt: Option<SecretString>,
 }
@@ -328,6 +329,10 @@ impl Secrets {
             twilio_account_sid_opt: secret(env::TWILIO_ACCOUNT_SID),
             twilio_auth_token_opt: secret(env::TWILIO_AUTH_TOKEN),
             sendgrid_api_key_opt: secret(env::SENDGRID_API_KEY),
+            sendgrid_verification_key_opt: env
+                .get(env::SENDGRID_VERIFICATION_KEY)
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty()),
             anthropic_api_key_opt: secret(env::ANTHROPIC_API_KEY),
             openai_api_key_opt: secret(env::OPENAI_API_KEY),
         }

@@ -5,6 +5,8 @@
 mod error;
 mod health;
 pub mod metrics;
+mod provider_hooks;
+mod staff;
 mod webhooks;
 
 use std::sync::Arc;
@@ -31,6 +33,10 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Where committed webhook events are announced.
     pub ingress: IngressHandle,
+    /// Validates Twilio's webhook signatures.
+    pub twilio_auth_token: secrecy::SecretString,
+    /// Verifies SendGrid's signed event batches; `None` refuses them.
+    pub sendgrid_verifier_opt: Option<std::sync::Arc<crate::messaging::sendgrid_events::EventVerifier>>,
 }
 
 /// Builds the whole router with its layers.
@@ -43,6 +49,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readiness))
         .route("/metrics", get(metrics::scrape))
         .route("/webhooks/shopmonkey/{tenant_id}", post(webhooks::receive_shopmonkey_event))
+        .route("/webhooks/twilio/inbound", post(provider_hooks::receive_twilio_inbound))
+        .route("/webhooks/twilio/status", post(provider_hooks::receive_twilio_status))
+        .route("/webhooks/sendgrid/events", post(provider_hooks::receive_sendgrid_events))
+        .merge(staff::router())
         .with_state(state)
         .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(RequestBodyLimitLayer::new(body_limit))

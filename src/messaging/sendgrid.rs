@@ -14,14 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use rand::Rng;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use leadorch_actors::ports::{EmailSender, OutboundEmail, ProviderMessage, SendError, SentMessage};
+use leadorch_actors::ports::{EmailSender, OutboundEmail, ProviderMessage, SendError, SentMessage, error_chain};
+
+use crate::vendor_http::{self, REDACTED, RetryPolicy, debug_timeouts_and_retries};
 
 /// The `custom_args` key under which every mail carries the caller's idempotency key, so events
 /// and [`EmailSender::find_by_custom_arg`] can tie a message back to one send attempt.
@@ -29,9 +30,6 @@ pub const IDEMPOTENCY_KEY_ARG: &str = "idempotency_key";
 
 /// How many messages one `find_by_custom_arg` asks for; the activity API's maximum [assumption].
 const MESSAGES_LIMIT: u32 = 1000;
-
-/// How much of SendGrid's error text goes into a [`SendError`].
-const MAX_MESSAGE_CHARS: usize = 300;
 
 /// How the client talks to SendGrid: where, with which key, how long it waits and how hard it
 /// retries.
@@ -68,19 +66,23 @@ impl SendGridConfig {
             max_backoff: Duration::from_secs(8),
         }
     }
+
+    /// Returns the retry budget and backoff of these settings.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+        }
+    }
 }
 
 impl fmt::Debug for SendGridConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SendGridConfig")
-            .field("base_url", &self.base_url)
-            .field("api_key", &"[redacted]")
-            .field("request_timeout", &self.request_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_retries", &self.max_retries)
-            .field("initial_backoff", &self.initial_backoff)
-            .field("max_backoff", &self.max_backoff)
-            .finish()
+        let mut fields = f.debug_struct("SendGridConfig");
+        fields.field("base_url", &self.base_url).field("api_key", &REDACTED);
+        debug_timeouts_and_retries(&mut fields, self.request_timeout, self.connect_timeout, self.retry_policy());
+        fields.finish()
     }
 }
 
@@ -136,12 +138,12 @@ impl Failure {
     fn from_transport(err: reqwest::Error) -> Self {
         // A connect timeout is also `is_timeout`, but nothing was sent, so it is checked first.
         if err.is_connect() {
-            return Failure::Connect(error_chain(err.without_url()));
+            return Failure::Connect(error_chain(&err.without_url()));
         }
         if err.is_timeout() {
             return Failure::Timeout;
         }
-        Failure::Transport(error_chain(err.without_url()))
+        Failure::Transport(error_chain(&err.without_url()))
     }
 
     /// Returns true when SendGrid may have acted on the request although we got no answer.
@@ -185,23 +187,12 @@ impl SendGridEmail {
     /// The base URL is not an absolute http(s) URL, the key is empty, or the TLS backend fails
     /// to initialise.
     pub fn new(config: SendGridConfig) -> Result<Self, SendGridBuildError> {
-        let invalid = |reason: &str| SendGridBuildError::InvalidBaseUrl {
-            url: config.base_url.clone(),
-            reason: reason.to_owned(),
-        };
-        let base_url = Url::parse(&config.base_url).map_err(|err| invalid(&err.to_string()))?;
-        if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
-            return Err(invalid("not an http(s) base url"));
-        }
+        let base_url = vendor_http::parse_base_url(&config.base_url)
+            .map_err(|err| SendGridBuildError::InvalidBaseUrl { url: config.base_url.clone(), reason: err.reason })?;
         if config.api_key.expose_secret().trim().is_empty() {
             return Err(SendGridBuildError::EmptyApiKey);
         }
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            // The API has no reason to redirect, and a redirect must not carry the key elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let http = vendor_http::build_client(config.request_timeout, config.connect_timeout)
             .map_err(SendGridBuildError::Http)?;
         Ok(Self { inner: Arc::new(Inner { http, base_url, config }) })
     }
@@ -247,7 +238,7 @@ impl SendGridEmail {
             // An error answer is decided by its status and a mail send by its status and
             // `X-Message-Id`, so a lost body only costs the error's wording there.
             Err(err) if !status.is_success() || *method == Method::POST => {
-                debug!(error = %error_chain(err.without_url()), "sendgrid answer body could not be read");
+                debug!(error = %error_chain(&err.without_url()), "sendgrid answer body could not be read");
                 Vec::new()
             }
             Err(err) => return Err(Failure::from_transport(err)),
@@ -267,7 +258,7 @@ impl SendGridEmail {
         body_opt: Option<Vec<u8>>,
         idempotent: bool,
     ) -> Result<RawResponse, SendError> {
-        let config = &self.inner.config;
+        let retry = self.inner.config.retry_policy();
         let path = url.path().to_owned();
         let mut attempt: u32 = 0;
         loop {
@@ -283,14 +274,10 @@ impl SendGridEmail {
                 warn!(path, attempt, error = %failure, "sendgrid call got no answer, not retrying");
                 return Err(SendError::Timeout);
             }
-            let out_of_retries = attempt > config.max_retries;
-            let delay_opt = match &failure {
-                Failure::RateLimited { retry_after_opt: Some(wait) } if *wait > config.max_backoff => None,
-                Failure::RateLimited { retry_after_opt: Some(wait) } => Some(*wait),
-                _ => Some(backoff(config, attempt)),
-            };
-            match delay_opt {
-                Some(delay) if !out_of_retries => {
+            let wait_opt =
+                if let Failure::RateLimited { retry_after_opt } = &failure { *retry_after_opt } else { None };
+            match retry.delay_before_retry(attempt, wait_opt) {
+                Some(delay) => {
                     warn!(
                         path, status = failure.status_opt(), attempt,
                         delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
@@ -298,7 +285,7 @@ impl SendGridEmail {
                     );
                     tokio::time::sleep(delay).await;
                 }
-                _ => {
+                None => {
                     warn!(path, status = failure.status_opt(), attempt, error = %failure, "sendgrid call failed");
                     return Err(failure.into_error());
                 }
@@ -519,7 +506,7 @@ fn error_message(errors: &[ErrorItem], status: StatusCode) -> String {
     if joined.is_empty() {
         return format!("status {}", status.as_u16());
     }
-    joined.chars().take(MAX_MESSAGE_CHARS).collect()
+    vendor_http::truncate_message(&joined)
 }
 
 /// Returns the part of a message id before the first `.`: events and the activity API append a
@@ -552,28 +539,6 @@ fn rate_limit_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     Some(reset.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// Returns the delay before retry number `retry` (from 1): exponential, capped, with jitter.
-fn backoff(config: &SendGridConfig, retry: u32) -> Duration {
-    let exponent = retry.saturating_sub(1).min(31);
-    let ceiling = config.initial_backoff.saturating_mul(1_u32 << exponent).min(config.max_backoff);
-    // Half fixed so retries still spread out, half random so senders hit by one outage don't
-    // retry in lockstep.
-    ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
-/// Joins an error and its sources into one line; callers strip the URL first (it holds the
-/// search query).
-fn error_chain(err: reqwest::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -597,6 +562,10 @@ mod tests {
             max_backoff: Duration::from_secs(2),
             ..SendGridConfig::new(SecretString::from(KEY))
         }
+    }
+
+    fn backoff(config: &SendGridConfig, retry: u32) -> Duration {
+        config.retry_policy().backoff(retry)
     }
 
     fn client_with(config: SendGridConfig) -> SendGridEmail {

@@ -13,7 +13,6 @@
 //! come back as [`SendError::Timeout`] and the caller reconciles through
 //! [`SmsSender::sent_messages`] before resending.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,15 +20,18 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use jiff::fmt::rfc2822::DateTimeParser;
-use rand::Rng;
-use reqwest::header::{ACCEPT, HeaderValue, RETRY_AFTER};
+use reqwest::header::ACCEPT;
 use reqwest::{RequestBuilder, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tracing::{debug, warn};
 
 use leadorch_actors::domain::Phone;
-use leadorch_actors::ports::{OutboundSms, ProviderMessage, SendError, SentMessage, SmsSender};
+use leadorch_actors::ports::{OutboundSms, ProviderMessage, SendError, SentMessage, SmsSender, error_chain};
+
+use crate::vendor_http::{
+    self, MAX_MESSAGE_CHARS, REDACTED, RawResponse, RetryPolicy, debug_timeouts_and_retries, parse_retry_after,
+};
 
 /// The API version segment of every Programmable Messaging path.
 const API_VERSION: &str = "2010-04-01";
@@ -40,9 +42,6 @@ const PAGE_SIZE: &str = "50";
 /// How many pages `sent_messages` reads at most; a guard against a `next_page_uri` that never
 /// ends. Reconciliation looks at one recipient over a day or two, far below 10 × 50 messages.
 const MAX_PAGES: usize = 10;
-
-/// How much of Twilio's error `message` goes into a [`SendError`].
-const MAX_MESSAGE_CHARS: usize = 300;
 
 /// Runs of at least this many digits in a Twilio error message are masked: Twilio echoes the
 /// phone number it refused ("The 'To' number +15125550100 is not ..."), and a `SendError` ends
@@ -87,20 +86,23 @@ impl TwilioConfig {
             max_backoff: Duration::from_secs(8),
         }
     }
+
+    /// Returns the retry budget and backoff of these settings.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+        }
+    }
 }
 
 impl fmt::Debug for TwilioConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TwilioConfig")
-            .field("base_url", &self.base_url)
-            .field("account_sid", &self.account_sid)
-            .field("auth_token", &"[redacted]")
-            .field("request_timeout", &self.request_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_retries", &self.max_retries)
-            .field("initial_backoff", &self.initial_backoff)
-            .field("max_backoff", &self.max_backoff)
-            .finish()
+        let mut fields = f.debug_struct("TwilioConfig");
+        fields.field("base_url", &self.base_url).field("account_sid", &self.account_sid).field("auth_token", &REDACTED);
+        debug_timeouts_and_retries(&mut fields, self.request_timeout, self.connect_timeout, self.retry_policy());
+        fields.finish()
     }
 }
 
@@ -138,13 +140,6 @@ enum Resend {
     OnlyIfNotTaken,
     /// Reading: always safe to resend.
     Always,
-}
-
-/// The parts of a response the client needs.
-struct RawResponse {
-    status: StatusCode,
-    retry_after_opt: Option<HeaderValue>,
-    body: Vec<u8>,
 }
 
 /// A failure that may be retried.
@@ -276,12 +271,8 @@ impl TwilioSms {
     /// The base URL is not an absolute http(s) URL, the account SID or auth token is empty, or
     /// the TLS backend fails to initialise.
     pub fn new(config: TwilioConfig) -> Result<Self, TwilioBuildError> {
-        let invalid =
-            |reason: &str| TwilioBuildError::InvalidBaseUrl { url: config.base_url.clone(), reason: reason.to_owned() };
-        let base_url = Url::parse(&config.base_url).map_err(|err| invalid(&err.to_string()))?;
-        if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
-            return Err(invalid("not an http(s) base url"));
-        }
+        let base_url = vendor_http::parse_base_url(&config.base_url)
+            .map_err(|err| TwilioBuildError::InvalidBaseUrl { url: config.base_url.clone(), reason: err.reason })?;
         if config.account_sid.trim().is_empty() || config.auth_token.expose_secret().is_empty() {
             return Err(TwilioBuildError::MissingCredentials);
         }
@@ -291,13 +282,7 @@ impl TwilioSms {
             .expect("checked above that the base url can be a base")
             .pop_if_empty()
             .extend([API_VERSION, "Accounts", config.account_sid.trim(), "Messages.json"]);
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            // The API has no reason to redirect, and a redirect must not carry the credentials
-            // elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let http = vendor_http::build_client(config.request_timeout, config.connect_timeout)
             .map_err(TwilioBuildError::Http)?;
         Ok(Self { inner: Arc::new(Inner { http, base_url, messages_url, config }) })
     }
@@ -309,14 +294,6 @@ impl TwilioSms {
             .header(ACCEPT, "application/json")
     }
 
-    async fn send_once(&self, request: RequestBuilder) -> Result<RawResponse, reqwest::Error> {
-        let response = request.send().await?;
-        let status = response.status();
-        let retry_after_opt = response.headers().get(RETRY_AFTER).cloned();
-        let body = response.bytes().await?.to_vec();
-        Ok(RawResponse { status, retry_after_opt, body })
-    }
-
     /// Sends a request with retries and returns the first final answer. `build` makes a fresh
     /// request per attempt; `classify` sorts an answer into a final result or a failure.
     async fn call<T>(
@@ -326,11 +303,11 @@ impl TwilioSms {
         build: impl Fn() -> RequestBuilder + Send + Sync,
         classify: impl Fn(&RawResponse) -> Result<Result<T, SendError>, Failure> + Send + Sync,
     ) -> Result<T, SendError> {
-        let config = &self.inner.config;
+        let retry = self.inner.config.retry_policy();
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let failure = match self.send_once(self.authorized(build())).await {
+            let failure = match vendor_http::send_and_read(self.authorized(build())).await {
                 Ok(raw) => {
                     debug!(operation, status = raw.status.as_u16(), attempt, "twilio answered");
                     match classify(&raw) {
@@ -340,15 +317,12 @@ impl TwilioSms {
                 }
                 Err(err) => Failure::from_transport(err),
             };
-            let out_of_retries = attempt > config.max_retries;
             let unsafe_to_resend = resend == Resend::OnlyIfNotTaken && failure.may_have_been_taken();
-            let delay_opt = match &failure {
-                Failure::RateLimited { retry_after_opt: Some(hint) } if *hint > config.max_backoff => None,
-                Failure::RateLimited { retry_after_opt: Some(hint) } => Some(*hint),
-                _ => Some(backoff(config, attempt)),
-            };
+            let wait_opt =
+                if let Failure::RateLimited { retry_after_opt } = &failure { *retry_after_opt } else { None };
+            let delay_opt = if unsafe_to_resend { None } else { retry.delay_before_retry(attempt, wait_opt) };
             match delay_opt {
-                Some(delay) if !out_of_retries && !unsafe_to_resend => {
+                Some(delay) => {
                     warn!(
                         operation, status = failure.status_opt(), attempt,
                         delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
@@ -356,7 +330,7 @@ impl TwilioSms {
                     );
                     tokio::time::sleep(delay).await;
                 }
-                _ => {
+                None => {
                     warn!(operation, status = failure.status_opt(), attempt, error = %failure, "twilio call failed");
                     return Err(failure.into_error(resend));
                 }
@@ -560,44 +534,11 @@ fn parse_rfc2822(text: &str) -> Option<Timestamp> {
     RFC2822.parse_timestamp(text.trim()).ok()
 }
 
-/// Reads `Retry-After` as delay seconds or as an HTTP date (a date in the past means now).
-fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
-    let text = value.to_str().ok()?.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if let Ok(secs) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).ok();
-    }
-    let at = httpdate::parse_http_date(text).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// Returns the delay before retry number `retry` (from 1): exponential, capped, with jitter.
-fn backoff(config: &TwilioConfig, retry: u32) -> Duration {
-    let exponent = retry.saturating_sub(1).min(31);
-    let ceiling = config.initial_backoff.saturating_mul(1_u32 << exponent).min(config.max_backoff);
-    // Half fixed so retries still spread out, half random so senders hit by one outage don't
-    // retry in lockstep.
-    ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
-/// Joins an error and its sources into one line.
-fn error_chain(err: &dyn StdError) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
 
+    use reqwest::header::HeaderValue;
     use serde_json::{Value, json};
     use wiremock::matchers::{body_string, header, method, path, query_param};
     use wiremock::{Mock, MockServer, ResponseTemplate};

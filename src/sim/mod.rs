@@ -10,5 +10,6 @@
 //! - [`twilio`]: Twilio Programmable Messaging (sends, signed status callbacks, a scripted handset).
 
 pub mod sendgrid;
+mod server;
 pub mod shopmonkey;
 pub mod twilio;

@@ -14,9 +14,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -30,12 +29,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use leadorch_actors::domain::Email;
 
+use super::server::{ApiFaults, ApiRefusal, SimServer, lock, run_with_faults};
 use crate::messaging::sendgrid::message_id_prefix;
 use crate::messaging::sendgrid_events::{EventSigner, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
@@ -122,16 +119,13 @@ pub struct SimEmail {
 /// A running fake SendGrid. Dropping it (or [`SendGridSim::shutdown`]) stops the server and any
 /// event retries still pending.
 pub struct SendGridSim {
-    addr: SocketAddr,
+    server: SimServer,
     shared: Arc<Shared>,
-    /// Taken by `shutdown` or `drop`; sending (or dropping) it starts axum's graceful shutdown.
-    shutdown_tx_opt: Option<oneshot::Sender<()>>,
-    server_opt: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for SendGridSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendGridSim").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("SendGridSim").field("addr", &self.server.addr()).finish_non_exhaustive()
     }
 }
 
@@ -141,41 +135,21 @@ impl SendGridSim {
     /// # Errors
     /// The listener cannot bind or the event HTTP client cannot be built.
     pub async fn start(config: SendGridSimConfig) -> io::Result<SendGridSim> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config)?);
-        let app = router(Arc::clone(&shared));
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-                // A dropped sender stops the server as well as a sent value.
-                shutdown_rx.await.ok();
-            });
-            if let Err(err) = serving.await {
-                tracing::warn!(error = %err, "sendgrid sim server failed");
-            }
-        });
-        Ok(SendGridSim { addr, shared, shutdown_tx_opt: Some(shutdown_tx), server_opt: Some(server) })
+        let server = SimServer::start("sendgrid", router(Arc::clone(&shared))).await?;
+        Ok(SendGridSim { server, shared })
     }
 
     /// Returns `http://127.0.0.1:PORT`; clients append `/v3/...`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// Stops accepting requests, cancels pending event retries, and waits (at most 5 s) for open
     /// connections to finish.
     pub async fn shutdown(mut self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
-        if let Some(shutdown_tx) = self.shutdown_tx_opt.take() {
-            shutdown_tx.send(()).ok();
-        }
-        let Some(mut server) = self.server_opt.take() else {
-            return;
-        };
-        if tokio::time::timeout(Duration::from_secs(5), &mut server).await.is_err() {
-            server.abort();
-        }
+        self.server.shutdown().await;
     }
 
     /// Returns the Event Webhook verification key (base64 DER SubjectPublicKeyInfo, P-256) that
@@ -236,9 +210,9 @@ impl SendGridSim {
     pub fn set_fault(&self, fault: SendGridFault) {
         let mut faults = lock(&self.shared.faults);
         match fault {
-            SendGridFault::Status500 { times } => faults.status_500_remaining = times,
-            SendGridFault::Status429 { times } => faults.status_429_remaining = times,
-            SendGridFault::Slow { delay, times } => faults.slow_opt = Some((delay, times)),
+            SendGridFault::Status500 { times } => faults.api.status_500_remaining = times,
+            SendGridFault::Status429 { times } => faults.api.status_429_opt = Some(((), times)),
+            SendGridFault::Slow { delay, times } => faults.api.slow_opt = Some((delay, times)),
             SendGridFault::BadRecipient { email } => faults.bad_recipients.push(email.trim().to_lowercase()),
             SendGridFault::BadEventSignature => faults.bad_event_signature = true,
             SendGridFault::DuplicateEvents => faults.duplicate_events = true,
@@ -257,11 +231,9 @@ impl SendGridSim {
 }
 
 impl Drop for SendGridSim {
+    /// Cancels pending event retries; dropping `server` afterwards starts the server's shutdown.
     fn drop(&mut self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
-        if let Some(shutdown_tx) = self.shutdown_tx_opt.take() {
-            shutdown_tx.send(()).ok();
-        }
     }
 }
 
@@ -321,25 +293,12 @@ impl StoredMessage {
 /// Remaining counts of each fault; 0 means off and `usize::MAX` never runs out.
 #[derive(Debug, Default)]
 struct FaultState {
-    status_500_remaining: usize,
-    status_429_remaining: usize,
-    slow_opt: Option<(Duration, usize)>,
+    /// A 429 carries nothing: its rate-limit headers are made when it is sent.
+    api: ApiFaults<()>,
     /// Lower-case addresses.
     bad_recipients: Vec<String>,
     bad_event_signature: bool,
     duplicate_events: bool,
-}
-
-/// Uses up one application of a fault; returns whether it applies to this request.
-fn take_one(remaining: &mut usize) -> bool {
-    match *remaining {
-        0 => false,
-        usize::MAX => true,
-        _ => {
-            *remaining -= 1;
-            true
-        }
-    }
 }
 
 impl Shared {
@@ -506,30 +465,16 @@ async fn api_gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
     if !authorized {
         return error_answer(StatusCode::UNAUTHORIZED, None, UNAUTHORIZED_MESSAGE);
     }
-    let (delay_opt, refusal_opt) = {
-        let mut faults = lock(&shared.faults);
-        let mut delay_opt = None;
-        if let Some((delay, remaining)) = &mut faults.slow_opt {
-            if take_one(remaining) {
-                delay_opt = Some(*delay);
-            }
-        }
-        let refusal_opt = if take_one(&mut faults.status_429_remaining) {
-            Some(rate_limited())
-        } else if take_one(&mut faults.status_500_remaining) {
-            Some(error_answer(StatusCode::INTERNAL_SERVER_ERROR, None, "internal server error"))
-        } else {
-            None
-        };
-        (delay_opt, refusal_opt)
-    };
-    if let Some(delay) = delay_opt {
-        tokio::time::sleep(delay).await;
+    let drawn = lock(&shared.faults).api.take();
+    run_with_faults(drawn, refusal_answer, request, next).await
+}
+
+/// Answers a refusal drawn from the API faults with SendGrid's headers and `errors` body.
+fn refusal_answer(refusal: ApiRefusal<()>) -> Response {
+    match refusal {
+        ApiRefusal::TooManyRequests(()) => rate_limited(),
+        ApiRefusal::Internal => error_answer(StatusCode::INTERNAL_SERVER_ERROR, None, "internal server error"),
     }
-    if let Some(refusal) = refusal_opt {
-        return refusal;
-    }
-    next.run(request).await
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -822,12 +767,6 @@ fn error_answer(status: StatusCode, field_opt: Option<&str>, message: &str) -> R
 // Small helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Locks a mutex, ignoring poisoning: a panicking test thread must not cascade into every
-/// other user of the fake, and no critical section leaves the data half-written.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Drops the sub-second part; the activity API serves whole seconds.
 fn whole_seconds(at: Timestamp) -> Timestamp {
     Timestamp::from_second(at.as_second()).unwrap_or(at)
@@ -836,6 +775,7 @@ fn whole_seconds(at: Timestamp) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use secrecy::SecretString;
+    use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
     use leadorch_actors::ports::{EmailSender, OutboundEmail, SendError};

@@ -15,9 +15,8 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -32,10 +31,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
+use super::server::{ApiFaults, ApiRefusal, SimServer, lock, run_with_faults, take_one};
 use crate::crm::shopmonkey::signature;
 
 /// Largest page a list endpoint returns; larger `limit`s are clamped silently (§1.4).
@@ -294,16 +291,13 @@ pub struct SimCustomer {
 /// A running fake ShopMonkey. Dropping it (or [`ShopMonkeySim::shutdown`]) stops the server and
 /// any webhook retries still pending.
 pub struct ShopMonkeySim {
-    addr: SocketAddr,
+    server: SimServer,
     shared: Arc<Shared>,
-    /// Taken by `shutdown` or `drop`; sending (or dropping) it starts axum's graceful shutdown.
-    shutdown_tx_opt: Option<oneshot::Sender<()>>,
-    server_opt: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ShopMonkeySim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShopMonkeySim").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("ShopMonkeySim").field("addr", &self.server.addr()).finish_non_exhaustive()
     }
 }
 
@@ -314,41 +308,21 @@ impl ShopMonkeySim {
     /// The listener cannot bind, two companies share an API key, or the webhook HTTP client
     /// cannot be built.
     pub async fn start(seed: SimSeed) -> io::Result<ShopMonkeySim> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(seed)?);
-        let app = router(Arc::clone(&shared));
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-                // A dropped sender stops the server as well as a sent value.
-                shutdown_rx.await.ok();
-            });
-            if let Err(err) = serving.await {
-                tracing::warn!(error = %err, "shopmonkey sim server failed");
-            }
-        });
-        Ok(ShopMonkeySim { addr, shared, shutdown_tx_opt: Some(shutdown_tx), server_opt: Some(server) })
+        let server = SimServer::start("shopmonkey", router(Arc::clone(&shared))).await?;
+        Ok(ShopMonkeySim { server, shared })
     }
 
     /// Returns `http://127.0.0.1:PORT`; clients append `/v3/...`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// Stops accepting requests, cancels pending webhook retries, and waits (at most 5 s) for
     /// open connections to finish.
     pub async fn shutdown(mut self) {
         self.shared.stopped.store(true, AtomicOrdering::SeqCst);
-        if let Some(shutdown_tx) = self.shutdown_tx_opt.take() {
-            shutdown_tx.send(()).ok();
-        }
-        let Some(mut server) = self.server_opt.take() else {
-            return;
-        };
-        if tokio::time::timeout(Duration::from_secs(5), &mut server).await.is_err() {
-            server.abort();
-        }
+        self.server.shutdown().await;
     }
 
     /// Creates an `Estimate` order for a customer (by default the next customer of that
@@ -430,9 +404,9 @@ impl ShopMonkeySim {
     pub fn set_fault(&self, fault: Fault) {
         let mut faults = lock(&self.shared.faults);
         match fault {
-            Fault::Status429 { retry_after_secs, times } => faults.status_429_opt = Some((retry_after_secs, times)),
-            Fault::Status500 { times } => faults.status_500_remaining = times,
-            Fault::Slow { delay, times } => faults.slow_opt = Some((delay, times)),
+            Fault::Status429 { retry_after_secs, times } => faults.api.status_429_opt = Some((retry_after_secs, times)),
+            Fault::Status500 { times } => faults.api.status_500_remaining = times,
+            Fault::Slow { delay, times } => faults.api.slow_opt = Some((delay, times)),
             Fault::DropWebhooks { times } => faults.drop_webhooks_remaining = times,
             Fault::DuplicateWebhooks => faults.duplicate_webhooks = true,
             Fault::BadSignature => faults.bad_signature = true,
@@ -475,11 +449,9 @@ impl ShopMonkeySim {
 }
 
 impl Drop for ShopMonkeySim {
+    /// Cancels pending webhook retries; dropping `server` afterwards starts the server's shutdown.
     fn drop(&mut self) {
         self.shared.stopped.store(true, AtomicOrdering::SeqCst);
-        if let Some(shutdown_tx) = self.shutdown_tx_opt.take() {
-            shutdown_tx.send(()).ok();
-        }
     }
 }
 
@@ -512,25 +484,12 @@ struct World {
 /// Remaining counts of each fault; 0 means off and `usize::MAX` never runs out.
 #[derive(Debug, Default)]
 struct FaultState {
-    status_429_opt: Option<(u64, usize)>,
-    status_500_remaining: usize,
-    slow_opt: Option<(Duration, usize)>,
+    /// A 429 carries its `Retry-After` seconds.
+    api: ApiFaults<u64>,
     drop_webhooks_remaining: usize,
     duplicate_webhooks: bool,
     bad_signature: bool,
     stale_timestamp: bool,
-}
-
-/// Uses up one application of a fault; returns whether it applies to this request.
-fn take_one(remaining: &mut usize) -> bool {
-    match *remaining {
-        0 => false,
-        usize::MAX => true,
-        _ => {
-            *remaining -= 1;
-            true
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -1209,35 +1168,17 @@ async fn api_gate(State(shared): State<Arc<Shared>>, mut request: Request, next:
         return SimApiError::unauthorized().into_response();
     };
     request.extensions_mut().insert(CompanyId(company_id));
-    let (delay_opt, refusal_opt) = take_api_faults(&shared);
-    if let Some(delay) = delay_opt {
-        tokio::time::sleep(delay).await;
-    }
-    if let Some(refusal) = refusal_opt {
-        return refusal.into_response();
-    }
-    next.run(request).await
+    let drawn = lock(&shared.faults).api.take();
+    run_with_faults(drawn, refusal_answer, request, next).await
 }
 
-/// Uses up the faults that apply to one API request: an optional delay, then an optional
-/// refusal (429 before 500).
-fn take_api_faults(shared: &Shared) -> (Option<Duration>, Option<SimApiError>) {
-    let mut faults = lock(&shared.faults);
-    let mut delay_opt = None;
-    if let Some((delay, remaining)) = &mut faults.slow_opt {
-        if take_one(remaining) {
-            delay_opt = Some(*delay);
-        }
-    }
-    if let Some((retry_after_secs, remaining)) = &mut faults.status_429_opt {
-        if take_one(remaining) {
-            return (delay_opt, Some(SimApiError::rate_limited(*retry_after_secs)));
-        }
-    }
-    if take_one(&mut faults.status_500_remaining) {
-        return (delay_opt, Some(SimApiError::internal()));
-    }
-    (delay_opt, None)
+/// Answers a refusal drawn from the API faults with ShopMonkey's error envelope.
+fn refusal_answer(refusal: ApiRefusal<u64>) -> Response {
+    let error = match refusal {
+        ApiRefusal::TooManyRequests(retry_after_secs) => SimApiError::rate_limited(retry_after_secs),
+        ApiRefusal::Internal => SimApiError::internal(),
+    };
+    error.into_response()
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -1800,12 +1741,6 @@ impl DeliveryPlan {
 // Small helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Locks a mutex, ignoring poisoning: a panicking test thread must not cascade into every
-/// other user of the fake, and no critical section leaves the data half-written.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Serializes a record. The rows hold only strings, numbers, bools and timestamps.
 fn to_json<T: Serialize>(row: &T) -> Value {
     serde_json::to_value(row).expect("sim rows hold only plain json values")
@@ -1847,6 +1782,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use axum::routing::post;
+    use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
     use super::*;

@@ -18,9 +18,8 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::FormRejection;
@@ -35,10 +34,8 @@ use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
+use super::server::{ApiFaults, ApiRefusal, SimServer, lock, run_with_faults};
 use crate::messaging::twilio_signature;
 
 const API_VERSION: &str = "2010-04-01";
@@ -135,16 +132,13 @@ pub struct SimCallback {
 /// A running fake Twilio. Dropping it (or [`TwilioSim::shutdown`]) stops the server and any
 /// status callbacks still pending.
 pub struct TwilioSim {
-    addr: SocketAddr,
+    server: SimServer,
     shared: Arc<Shared>,
-    /// Taken by `shutdown` or `drop`; sending (or dropping) it starts axum's graceful shutdown.
-    shutdown_tx_opt: Option<oneshot::Sender<()>>,
-    server_opt: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for TwilioSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TwilioSim").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("TwilioSim").field("addr", &self.server.addr()).finish_non_exhaustive()
     }
 }
 
@@ -154,41 +148,21 @@ impl TwilioSim {
     /// # Errors
     /// The listener cannot bind, or the webhook HTTP client cannot be built.
     pub async fn start(config: TwilioSimConfig) -> io::Result<TwilioSim> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config)?);
-        let app = router(Arc::clone(&shared));
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-                // A dropped sender stops the server as well as a sent value.
-                shutdown_rx.await.ok();
-            });
-            if let Err(err) = serving.await {
-                tracing::warn!(error = %err, "twilio sim server failed");
-            }
-        });
-        Ok(TwilioSim { addr, shared, shutdown_tx_opt: Some(shutdown_tx), server_opt: Some(server) })
+        let server = SimServer::start("twilio", router(Arc::clone(&shared))).await?;
+        Ok(TwilioSim { server, shared })
     }
 
     /// Returns `http://127.0.0.1:PORT`; clients append `/2010-04-01/...`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// Stops accepting requests, cancels pending callbacks, and waits (at most 5 s) for open
     /// connections to finish.
     pub async fn shutdown(mut self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
-        if let Some(shutdown_tx) = self.shutdown_tx_opt.take() {
-            shutdown_tx.send(()).ok();
-        }
-        let Some(mut server) = self.server_opt.take() else {
-            return;
-        };
-        if tokio::time::timeout(Duration::from_secs(5), &mut server).await.is_err() {
-            server.abort();
-        }
+        self.server.shutdown().await;
     }
 
     /// Returns every message the fake accepted, in arrival order.
@@ -217,11 +191,11 @@ impl TwilioSim {
     pub fn set_fault(&self, fault: TwilioFault) {
         let mut faults = lock(&self.shared.faults);
         match fault {
-            TwilioFault::Status500 { times } => faults.status_500_remaining = times,
+            TwilioFault::Status500 { times } => faults.api.status_500_remaining = times,
             TwilioFault::Status429 { times, retry_after_secs_opt } => {
-                faults.status_429_opt = Some((retry_after_secs_opt, times));
+                faults.api.status_429_opt = Some((retry_after_secs_opt, times));
             }
-            TwilioFault::Slow { delay, times } => faults.slow_opt = Some((delay, times)),
+            TwilioFault::Slow { delay, times } => faults.api.slow_opt = Some((delay, times)),
             TwilioFault::InvalidNumber { to } => {
                 faults.invalid_numbers.insert(to);
             }
@@ -311,11 +285,9 @@ impl TwilioSim {
 }
 
 impl Drop for TwilioSim {
+    /// Cancels pending callbacks; dropping `server` afterwards starts the server's shutdown.
     fn drop(&mut self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
-        if let Some(shutdown_tx) = self.shutdown_tx_opt.take() {
-            shutdown_tx.send(()).ok();
-        }
     }
 }
 
@@ -348,24 +320,11 @@ struct World {
 /// Remaining counts of each fault; 0 means off and `usize::MAX` never runs out.
 #[derive(Debug, Default)]
 struct FaultState {
-    status_500_remaining: usize,
-    status_429_opt: Option<(Option<u64>, usize)>,
-    slow_opt: Option<(Duration, usize)>,
+    /// A 429 carries its `Retry-After` seconds, if any.
+    api: ApiFaults<Option<u64>>,
     invalid_numbers: HashSet<String>,
     drop_callbacks: bool,
     undelivered_error_code_opt: Option<i64>,
-}
-
-/// Uses up one application of a fault; returns whether it applies to this request.
-fn take_one(remaining: &mut usize) -> bool {
-    match *remaining {
-        0 => false,
-        usize::MAX => true,
-        _ => {
-            *remaining -= 1;
-            true
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -574,35 +533,17 @@ async fn api_gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
     if !shared.is_authorized(request.headers()) {
         return TwilioError::unauthorized().into_response();
     }
-    let (delay_opt, refusal_opt) = take_api_faults(&shared);
-    if let Some(delay) = delay_opt {
-        tokio::time::sleep(delay).await;
-    }
-    if let Some(refusal) = refusal_opt {
-        return refusal.into_response();
-    }
-    next.run(request).await
+    let drawn = lock(&shared.faults).api.take();
+    run_with_faults(drawn, refusal_answer, request, next).await
 }
 
-/// Uses up the faults that apply to one API request: an optional delay, then an optional
-/// refusal (429 before 500).
-fn take_api_faults(shared: &Shared) -> (Option<Duration>, Option<TwilioError>) {
-    let mut faults = lock(&shared.faults);
-    let mut delay_opt = None;
-    if let Some((delay, remaining)) = &mut faults.slow_opt {
-        if take_one(remaining) {
-            delay_opt = Some(*delay);
-        }
-    }
-    if let Some((retry_after_secs_opt, remaining)) = &mut faults.status_429_opt {
-        if take_one(remaining) {
-            return (delay_opt, Some(TwilioError::too_many_requests(*retry_after_secs_opt)));
-        }
-    }
-    if take_one(&mut faults.status_500_remaining) {
-        return (delay_opt, Some(TwilioError::internal()));
-    }
-    (delay_opt, None)
+/// Answers a refusal drawn from the API faults with Twilio's error body.
+fn refusal_answer(refusal: ApiRefusal<Option<u64>>) -> Response {
+    let error = match refusal {
+        ApiRefusal::TooManyRequests(retry_after_secs_opt) => TwilioError::too_many_requests(retry_after_secs_opt),
+        ApiRefusal::Internal => TwilioError::internal(),
+    };
+    error.into_response()
 }
 
 /// Returns `user:password` of a Basic `Authorization` header.
@@ -886,12 +827,6 @@ impl IntoResponse for TwilioError {
 // Small helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Locks a mutex, ignoring poisoning: a panicking test thread must not cascade into every
-/// other user of the fake, and no critical section leaves the data half-written.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Returns `SM` + 32 lowercase hex, the shape of an SMS message SID.
 fn message_sid() -> String {
     format!("SM{}", uuid::Uuid::new_v4().simple())
@@ -960,6 +895,7 @@ mod tests {
     use leadorch_actors::domain::Phone;
     use leadorch_actors::ports::{OutboundSms, SendError, SmsSender};
     use secrecy::SecretString;
+    use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
     use super::*;

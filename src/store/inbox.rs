@@ -125,6 +125,29 @@ impl InboxRepo {
         if updated == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
+    /// Marks an event, found by its sender's id, processed with its outcome.
+    ///
+    /// # Errors
+    /// `NotFound` when the tenant has no such event.
+    pub async fn mark_processed_by_event(
+        &self,
+        tenant_id: TenantId,
+        source: &str,
+        event_id: &str,
+        outcome: &str,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let updated = client
+            .execute(
+                "UPDATE inbox_events SET processed_at = now(), outcome = $4, attempts = attempts + 1, updated_at = now()
+                 WHERE tenant_id = $1 AND source = $2 AND event_id = $3",
+                &[&tenant_id.as_uuid(), &source, &event_id, &outcome],
+            )
+            .await
+            .map_err(pg_error)?;
+        if updated == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
     /// Records a failed processing attempt and when to try again.
     ///
     /// # Errors

@@ -198,8 +198,8 @@ impl LeadRepo {
         lead_from_row(&row)
     }
 
-    /// Lists the tenant's leads, newest first, optionally of one location and status, created
-    /// before `before_opt` (for paging), at most `limit`.
+    /// Lists the tenant's leads, newest first, optionally of one location and status, created at
+    /// or after `since_opt` and strictly before `before_opt` (for paging), at most `limit`.
     ///
     /// # Errors
     /// The database is unavailable.
@@ -208,6 +208,7 @@ impl LeadRepo {
         tenant_id: TenantId,
         location_opt: Option<LocationId>,
         status_opt: Option<LeadStatus>,
+        since_opt: Option<Timestamp>,
         before_opt: Option<Timestamp>,
         limit: i64,
     ) -> Result<Vec<Lead>, StoreError> {
@@ -219,14 +220,16 @@ impl LeadRepo {
                      WHERE tenant_id = $1
                        AND ($2::uuid IS NULL OR location_id = $2)
                        AND ($3::text IS NULL OR status = $3)
-                       AND ($4::timestamptz IS NULL OR created_at < $4)
+                       AND ($4::timestamptz IS NULL OR created_at >= $4)
+                       AND ($5::timestamptz IS NULL OR created_at < $5)
                      ORDER BY created_at DESC, id DESC
-                     LIMIT $5"
+                     LIMIT $6"
                 ),
                 &[
                     &tenant_id.as_uuid(),
                     &location_opt.map(|l| l.as_uuid()),
                     &status_opt.map(LeadStatus::as_str),
+                    &since_opt,
                     &before_opt,
                     &limit.clamp(1, 500),
                 ],
@@ -234,6 +237,109 @@ impl LeadRepo {
             .await
             .map_err(pg_error)?;
         rows.iter().map(lead_from_row).collect()
+    }
+
+    /// Returns the tenant's leads with this phone, newest first.
+    ///
+    /// # Errors
+    /// The database is unavailable.
+    pub async fn by_phone(&self, tenant_id: TenantId, phone: &Phone) -> Result<Vec<Lead>, StoreError> {
+        self.by_column(tenant_id, "phone", phone.as_str()).await
+    }
+
+    /// Returns the tenant's leads with this email, newest first.
+    ///
+    /// # Errors
+    /// The database is unavailable.
+    pub async fn by_email(&self, tenant_id: TenantId, email: &str) -> Result<Vec<Lead>, StoreError> {
+        self.by_column(tenant_id, "email", email).await
+    }
+
+    /// Returns the tenant's leads of a CRM customer, newest first.
+    ///
+    /// # Errors
+    /// The database is unavailable.
+    pub async fn by_crm_customer(&self, tenant_id: TenantId, crm_customer_id: &str) -> Result<Vec<Lead>, StoreError> {
+        self.by_column(tenant_id, "crm_customer_id", crm_customer_id).await
+    }
+
+    async fn by_column(&self, tenant_id: TenantId, column: &'static str, value: &str) -> Result<Vec<Lead>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {LEAD_COLUMNS} FROM leads WHERE tenant_id = $1 AND {column} = $2 ORDER BY created_at DESC, id DESC"
+                ),
+                &[&tenant_id.as_uuid(), &value],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(lead_from_row).collect()
+    }
+
+    /// Moves the lead to `to` unless it already ended (a terminal status other than `to`);
+    /// returns whether it changed. Used by stop conditions: a reply, an opt-out, a booking, a win.
+    ///
+    /// # Errors
+    /// The database is unavailable.
+    pub async fn stop_with(&self, tenant_id: TenantId, lead_id: LeadId, to: LeadStatus) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let open: Vec<&str> = [LeadStatus::New, LeadStatus::InCadence, LeadStatus::Paused, LeadStatus::Replied]
+            .into_iter()
+            .filter(|s| *s != to)
+            .map(LeadStatus::as_str)
+            .collect();
+        let updated = client
+            .execute(
+                "UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = ANY($4)",
+                &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &to.as_str(), &open],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(updated == 1)
+    }
+
+    /// Moves the lead to `to` only if its status is one of `from`, in one statement, so two
+    /// concurrent changes cannot both apply. Returns the updated lead, or `Err(current)` with the
+    /// status that refused the change.
+    ///
+    /// # Errors
+    /// `NotFound` when the lead does not exist or belongs to another tenant.
+    pub async fn transition(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        from: &[LeadStatus],
+        to: LeadStatus,
+    ) -> Result<Result<Lead, LeadStatus>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let from_names: Vec<&str> = from.iter().copied().map(LeadStatus::as_str).collect();
+        let updated = client
+            .query_opt(
+                &format!(
+                    "UPDATE leads SET status = $4, updated_at = now()
+                     WHERE tenant_id = $1 AND id = $2 AND status = ANY($3)
+                     RETURNING {LEAD_COLUMNS}"
+                ),
+                &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &from_names, &to.as_str()],
+            )
+            .await
+            .map_err(pg_error)?;
+        if let Some(row) = updated {
+            return lead_from_row(&row).map(Ok);
+        }
+        // Nothing matched: either the lead is not the tenant's, or its status refused the change.
+        let row = client
+            .query_opt(
+                "SELECT status FROM leads WHERE tenant_id = $1 AND id = $2",
+                &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
+            )
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        let current_name: String = row.get("status");
+        let current = LeadStatus::parse(&current_name).ok_or_else(|| bad_value("status", &current_name))?;
+        Ok(Err(current))
     }
 
     /// Sets the lead's first-touch time unless it has one; returns true when set now.

@@ -129,6 +129,21 @@ impl LocationRepo {
         location_from_row(&row)
     }
 
+    /// Finds the location that texts from `sms_from` (the number an inbound SMS was sent to).
+    /// Numbers are unique across tenants, so this is how an inbound message finds its tenant.
+    ///
+    /// # Errors
+    /// `NotFound` when no location uses that number.
+    pub async fn find_by_sms_from(&self, sms_from: &Phone) -> Result<Location, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt(&format!("SELECT {LOCATION_COLUMNS} FROM locations WHERE sms_from = $1"), &[&sms_from.as_str()])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        location_from_row(&row)
+    }
+
     /// Returns the tenant that owns a location. An operator lookup, for CLI commands that name
     /// only the location; request paths always know their tenant and never call it.
     ///

@@ -5,6 +5,7 @@
 //! relations).
 
 mod api_keys;
+mod chat;
 mod consent;
 mod error;
 mod inbox;
@@ -23,6 +24,7 @@ use secrecy::ExposeSecret;
 use tokio_postgres::NoTls;
 
 pub use self::api_keys::{ApiKeyRepo, CreatedApiKey, StaffKey};
+pub use self::chat::{ChatMessage, ChatRepo};
 pub use self::consent::ConsentRepo;
 pub(crate) use self::error::{pg_error, pool_error};
 pub use self::inbox::InboxRepo;
@@ -45,6 +47,7 @@ pub struct Store {
     pub inbox: InboxRepo,
     pub api_keys: ApiKeyRepo,
     pub consent: ConsentRepo,
+    pub chat: ChatRepo,
 }
 
 impl Store {
@@ -67,6 +70,7 @@ impl Store {
             inbox: InboxRepo::new(pool.clone()),
             api_keys: ApiKeyRepo::new(pool.clone()),
             consent: ConsentRepo::new(pool.clone()),
+            chat: ChatRepo::new(pool.clone()),
             pool,
         }
     }

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use jiff::Timestamp;
 use leadorch_actors::domain::{
-    CadenceRef, Channel, InboxEvent, JobRun, Lead, LeadCreated, LeadId, Location, LocationId, NewLead, NewTouchpoint,
-    TenantId, Touchpoint, TouchpointId, TouchpointStatus, WeeklyHours,
+    CadenceRef, Channel, InboxEvent, JobRun, Lead, LeadCreated, LeadId, LeadStatus, Location, LocationId, NewLead,
+    NewTouchpoint, TenantId, Touchpoint, TouchpointId, TouchpointStatus, WeeklyHours,
 };
 use leadorch_actors::ports::{
     ConsentStore, Directory, DueTouch, InboxStore, JobStore, LeadStore, StoreError, TouchStore,
@@ -50,6 +50,24 @@ impl LeadStore for Store {
 
     async fn get_lead(&self, tenant_id: TenantId, lead_id: LeadId) -> Result<Lead, StoreError> {
         self.leads.get(tenant_id, lead_id).await
+    }
+
+    async fn stop_lead(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        status: LeadStatus,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let changed = self.leads.stop_with(tenant_id, lead_id, status).await?;
+        if changed {
+            self.touchpoints.cancel_pending(tenant_id, lead_id, reason).await?;
+        }
+        Ok(changed)
+    }
+
+    async fn leads_of_customer(&self, tenant_id: TenantId, crm_customer_id: &str) -> Result<Vec<Lead>, StoreError> {
+        self.leads.by_crm_customer(tenant_id, crm_customer_id).await
     }
 
     async fn location_hours(&self, tenant_id: TenantId, location_id: LocationId) -> Result<WeeklyHours, StoreError> {

@@ -222,6 +222,57 @@ impl TouchpointRepo {
             .map_err(pg_error)
     }
 
+    /// Applies a provider's delivery report to the touch it sent: stores the provider status
+    /// and moves `sent` to `delivered` or `failed`, never backwards (reports arrive out of
+    /// order). Returns the touch, or `None` when no touch has that provider id.
+    ///
+    /// # Errors
+    /// The database is unavailable.
+    pub async fn record_delivery(
+        &self,
+        tenant_id: TenantId,
+        provider_message_id: &str,
+        provider_status: &str,
+        outcome_opt: Option<TouchpointStatus>,
+        error_opt: Option<&str>,
+    ) -> Result<Option<Touchpoint>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE touchpoints
+                     SET provider_status = CASE WHEN status IN ('delivered', 'failed') AND $3::text IS NULL
+                                                THEN provider_status ELSE $2 END,
+                         status = CASE WHEN $3::text IS NOT NULL AND status IN ('sent', 'delivered') THEN $3 ELSE status END,
+                         last_error = COALESCE($4, last_error),
+                         updated_at = now()
+                     WHERE provider_message_id = $1 AND tenant_id = $5
+                     RETURNING {TOUCHPOINT_COLUMNS}"
+                ),
+                &[&provider_message_id, &provider_status, &outcome_opt.map(TouchpointStatus::as_str), &error_opt, &tenant_id.as_uuid()],
+            )
+            .await
+            .map_err(pg_error)?;
+        row.as_ref().map(touchpoint_from_row).transpose()
+    }
+
+    /// Returns the tenant's touches left in `sending` (a crash between claim and record), with
+    /// when they were claimed.
+    ///
+    /// # Errors
+    /// The database is unavailable.
+    pub async fn in_flight(&self, tenant_id: TenantId) -> Result<Vec<(Touchpoint, Timestamp)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                &format!("SELECT {TOUCHPOINT_COLUMNS}, updated_at FROM touchpoints WHERE tenant_id = $1 AND status = 'sending'"),
+                &[&tenant_id.as_uuid()],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(|row| Ok((touchpoint_from_row(row)?, row.get::<_, Timestamp>("updated_at")))).collect()
+    }
+
     /// Cancels every pending touch of the lead (a stop condition) and returns how many.
     ///
     /// # Errors

@@ -138,7 +138,13 @@ pub(crate) async fn spawn_app() -> TestApp {
 }
 
 /// Starts the app with the given settings over `db`.
-pub(crate) async fn spawn_app_with(db: TestDb, mut settings: Settings) -> TestApp {
+pub(crate) async fn spawn_app_with(db: TestDb, settings: Settings) -> TestApp {
+    let (twilio, sendgrid) = start_vendors().await;
+    spawn_app_using(db, settings, twilio, sendgrid).await
+}
+
+/// Starts the Twilio and SendGrid fakes with the test credentials.
+pub(crate) async fn start_vendors() -> (leadorch::sim::twilio::TwilioSim, leadorch::sim::sendgrid::SendGridSim) {
     use leadorch::sim::sendgrid::{SendGridSim, SendGridSimConfig};
     use leadorch::sim::twilio::{TwilioSim, TwilioSimConfig};
     let twilio =
@@ -147,12 +153,30 @@ pub(crate) async fn spawn_app_with(db: TestDb, mut settings: Settings) -> TestAp
             .expect("twilio fake starts");
     let sendgrid =
         SendGridSim::start(SendGridSimConfig { api_key: SENDGRID_KEY.to_owned() }).await.expect("sendgrid fake starts");
+    (twilio, sendgrid)
+}
+
+/// Starts the app over `db`, sending through the given fakes (configured like real vendors).
+pub(crate) async fn spawn_app_using(
+    db: TestDb,
+    mut settings: Settings,
+    twilio: leadorch::sim::twilio::TwilioSim,
+    sendgrid: leadorch::sim::sendgrid::SendGridSim,
+) -> TestApp {
     settings.twilio_base_url = twilio.base_url();
     settings.sendgrid_base_url = sendgrid.base_url();
     settings.secrets.twilio_account_sid_opt = Some(secrecy::SecretString::from(TWILIO_SID.to_owned()));
     settings.secrets.twilio_auth_token_opt = Some(secrecy::SecretString::from(TWILIO_TOKEN.to_owned()));
     settings.secrets.sendgrid_api_key_opt = Some(secrecy::SecretString::from(SENDGRID_KEY.to_owned()));
+    settings.secrets.sendgrid_verification_key_opt = Some(sendgrid.public_key_base64());
+    // Vendors call back the public URL, so it must be the app's own address: pick a free port.
+    if settings.http.addr.port() == 0 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        settings.http.addr = probe.local_addr().expect("addr");
+    }
+    settings.http.public_url = format!("http://{}", settings.http.addr);
     let app = Application::build(settings).await.expect("app builds");
+    sendgrid.set_event_webhook(format!("http://{}/webhooks/sendgrid/events", app.local_addr()));
     let address = format!("http://{}", app.local_addr());
     let store = app.state().store.clone();
     let registry = app.registry().clone();
@@ -276,7 +300,7 @@ pub(crate) async fn seed_tenant(
             crm_location_id: format!("loc-{}", uuid::Uuid::new_v4().simple()),
             name: format!("{name} Austin"),
             timezone: "America/Chicago".to_owned(),
-            sms_from_opt: Some("+15125550100".to_owned()),
+            sms_from_opt: Some(unique_number()),
             sms_rate_per_sec: 1.0,
             email_from_opt: Some("austin@example.com".to_owned()),
             ..LocationInput::default()
@@ -285,6 +309,16 @@ pub(crate) async fn seed_tenant(
     .await
     .expect("location");
     (tenant, location)
+}
+
+/// Returns a Twilio number no other test location uses (numbers are unique across tenants).
+pub(crate) fn unique_number() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // A random block per test process keeps parallel test binaries apart too.
+    static BLOCK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let block = *BLOCK.get_or_init(|| uuid::Uuid::new_v4().as_u128() as u32 % 90 + 10);
+    format!("+1737{block:02}{:05}", n % 100_000)
 }
 
 /// A new lead of `location` for CRM order `order_id`.
@@ -382,7 +416,7 @@ pub(crate) async fn spawn_crm_world(
             name: sim_location.name.clone(),
             timezone: sim_location.timezone.clone(),
             phone_opt: Some(sim_location.phone.clone()),
-            sms_from_opt: Some(format!("+1737555{:04}", locations.len())),
+            sms_from_opt: Some(unique_number()),
             email_from_opt: Some(format!("shop{}@tintco.example", locations.len())),
             sms_rate_per_sec: 50.0,
             ..LocationInput::default()
@@ -421,10 +455,12 @@ impl CrmWorld {
         self.app.teardown().await;
     }
 
-    /// Counts rows of `table` for this tenant.
+    /// Counts rows of `table` for this tenant (inbox rows: ShopMonkey's only; Twilio and
+    /// SendGrid events share the inbox).
     pub(crate) async fn count(&self, table: &str) -> i64 {
         let client = self.app.db.client().await;
-        let sql = format!("SELECT count(*) FROM {table} WHERE tenant_id = $1");
+        let only_crm = if table == "inbox_events" { " AND source = 'shopmonkey'" } else { "" };
+        let sql = format!("SELECT count(*) FROM {table} WHERE tenant_id = $1{only_crm}");
         client.query_one(&sql, &[&self.tenant.id.as_uuid()]).await.expect("count").get(0)
     }
 

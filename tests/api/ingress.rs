@@ -85,8 +85,10 @@ async fn a_dropped_webhook_is_caught_by_the_poller_and_the_late_webhook_changes_
     assert_eq!(late.status(), 202);
     let processed = eventually(Duration::from_secs(5), || async {
         let client = world.app.db.client().await;
-        let row =
-            client.query_opt("SELECT outcome FROM inbox_events WHERE processed_at IS NOT NULL", &[]).await.expect("q");
+        let row = client
+            .query_opt("SELECT outcome FROM inbox_events WHERE processed_at IS NOT NULL AND source = 'shopmonkey'", &[])
+            .await
+            .expect("q");
         row.map(|r| r.get::<_, Option<String>>(0)) == Some(Some("already_a_lead".to_owned()))
     })
     .await;
@@ -140,7 +142,10 @@ async fn an_order_at_a_location_leadorch_does_not_have_is_kept_with_its_reason_a
     let recorded = eventually(Duration::from_secs(3), || async {
         let client = world.app.db.client().await;
         let row = client
-            .query_opt("SELECT outcome, attempts FROM inbox_events WHERE processed_at IS NOT NULL", &[])
+            .query_opt(
+                "SELECT outcome, attempts FROM inbox_events WHERE processed_at IS NOT NULL AND source = 'shopmonkey'",
+                &[],
+            )
             .await
             .expect("q");
         row.is_some_and(|r| {
@@ -163,7 +168,8 @@ async fn a_crm_outage_is_recorded_on_the_inbox_row_and_retried_until_the_lead_is
 
     let failed_once = eventually(Duration::from_secs(3), || async {
         let client = world.app.db.client().await;
-        let row = client.query_one("SELECT attempts, last_error FROM inbox_events", &[]).await;
+        let row =
+            client.query_one("SELECT attempts, last_error FROM inbox_events WHERE source = 'shopmonkey'", &[]).await;
         row.is_ok_and(|r| {
             r.get::<_, i32>(0) >= 1 && r.get::<_, Option<String>>(1).is_some_and(|e| e.contains("unavailable"))
         })

@@ -2,11 +2,14 @@
 //! on loopback. One binary, so the build links once.
 
 mod cli;
+mod crash;
 mod health;
 mod helpers;
 mod ingress;
 mod migrations;
 mod ops;
+mod replies;
+mod staff;
 mod store;
 mod tenancy;
 mod timeline;

@@ -47,7 +47,7 @@ async fn a_tenant_cannot_read_or_change_another_tenants_rows() {
     let hours = WeeklyHours::parse("mon 09:00-10:00").expect("hours");
     assert!(matches!(store.locations.set_hours(b, location_a.id, &hours).await, Err(StoreError::NotFound)));
 
-    let b_leads = store.leads.list(b, None, None, None, 100).await.expect("list");
+    let b_leads = store.leads.list(b, None, None, None, None, 100).await.expect("list");
     assert_eq!(b_leads.len(), 1);
     assert!(b_leads.iter().all(|l| l.tenant_id == b));
     let b_locations = store.locations.list(b).await.expect("list");

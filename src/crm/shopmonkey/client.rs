@@ -4,7 +4,6 @@
 //! ShopMonkey's paths, queries and JSON lives in [`super::wire`].
 
 use std::collections::HashSet;
-use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,8 +11,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use jiff::Timestamp;
-use rand::Rng;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -24,15 +22,13 @@ use leadorch_actors::domain::{
     CrmAppointment, CrmCannedService, CrmCustomer, CrmLocation, CrmOrder, CrmPage, CrmVehicle, NewCrmAppointment,
     TenantId,
 };
-use leadorch_actors::ports::{Crm, CrmError};
+use leadorch_actors::ports::{Crm, CrmError, error_chain};
 
 use super::wire::{self, Query};
+use crate::vendor_http::{self, REDACTED, RawResponse, RetryPolicy, parse_retry_after};
 
 /// How many pages a full-list call reads at most; a guard against a `hasMore` that never ends.
 const MAX_PAGES: u32 = 50;
-
-/// How much of ShopMonkey's error `message` goes into a `Rejected` error.
-const MAX_MESSAGE_CHARS: usize = 300;
 
 /// How the client talks to ShopMonkey: where, how long it waits and how hard it retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +63,17 @@ impl Default for ShopMonkeyConfig {
     }
 }
 
+impl ShopMonkeyConfig {
+    /// Returns the retry budget and backoff of these settings.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+        }
+    }
+}
+
 /// Where the client gets each tenant's ShopMonkey API key.
 #[async_trait]
 pub trait CrmKeySource: Send + Sync + fmt::Debug {
@@ -89,7 +96,7 @@ impl StaticCrmKey {
 
 impl fmt::Debug for StaticCrmKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("StaticCrmKey([redacted])")
+        write!(f, "StaticCrmKey({REDACTED})")
     }
 }
 
@@ -129,13 +136,6 @@ struct Inner {
     /// One semaphore per tenant, made on first use and never removed: the map is bounded by the
     /// number of tenants.
     in_flight: DashMap<TenantId, Arc<Semaphore>>,
-}
-
-/// The parts of a response the client needs, read while the tenant's permit is held.
-struct RawResponse {
-    status: StatusCode,
-    retry_after_opt: Option<HeaderValue>,
-    body: Vec<u8>,
 }
 
 /// A failure that may be retried.
@@ -209,20 +209,9 @@ impl ShopMonkeyClient {
     /// # Errors
     /// The base URL is not an absolute http(s) URL, or the TLS backend fails to initialise.
     pub fn new(config: ShopMonkeyConfig, keys: Arc<dyn CrmKeySource>) -> Result<Self, ShopMonkeyBuildError> {
-        let invalid = |reason: &str| ShopMonkeyBuildError::InvalidBaseUrl {
-            url: config.base_url.clone(),
-            reason: reason.to_owned(),
-        };
-        let base_url = Url::parse(&config.base_url).map_err(|err| invalid(&err.to_string()))?;
-        if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
-            return Err(invalid("not an http(s) base url"));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            // The API has no reason to redirect, and a redirect must not carry the key elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let base_url = vendor_http::parse_base_url(&config.base_url)
+            .map_err(|err| ShopMonkeyBuildError::InvalidBaseUrl { url: config.base_url.clone(), reason: err.reason })?;
+        let http = vendor_http::build_client(config.request_timeout, config.connect_timeout)
             .map_err(ShopMonkeyBuildError::Http)?;
         Ok(Self { inner: Arc::new(Inner { http, base_url, config, keys, in_flight: DashMap::new() }) })
     }
@@ -249,6 +238,8 @@ impl ShopMonkeyClient {
         self.inner.in_flight.entry(tenant_id).or_insert_with(|| Arc::new(Semaphore::new(permits))).clone()
     }
 
+    /// Sends one attempt and reads the whole answer; the caller holds the tenant's permit
+    /// meanwhile.
     async fn send_once(
         &self,
         key: &SecretString,
@@ -265,11 +256,7 @@ impl ShopMonkeyClient {
         if let Some(body) = body_opt {
             request = request.header(CONTENT_TYPE, "application/json").body(body.to_vec());
         }
-        let response = request.send().await?;
-        let status = response.status();
-        let retry_after_opt = response.headers().get(RETRY_AFTER).cloned();
-        let body = response.bytes().await?.to_vec();
-        Ok(RawResponse { status, retry_after_opt, body })
+        vendor_http::send_and_read(request).await
     }
 
     /// Sends one call with retries and returns its parsed answer.
@@ -281,7 +268,7 @@ impl ShopMonkeyClient {
         body_opt: Option<Vec<u8>>,
     ) -> Result<wire::Answer<T>, CrmError> {
         let key = self.inner.keys.api_key(tenant_id).await?;
-        let config = &self.inner.config;
+        let retry = self.inner.config.retry_policy();
         let path = url.path().to_owned();
         // A POST creates a record: resending it after ShopMonkey may have acted on it could
         // create a second one, so only failures that prove it did not (429, no connection) are
@@ -308,15 +295,12 @@ impl ShopMonkeyClient {
                 }
                 Err(err) => Failure::from_transport(err),
             };
-            let out_of_retries = attempt > config.max_retries;
             let unsafe_to_resend = !idempotent && failure.may_have_been_processed();
-            let delay = match &failure {
-                Failure::RateLimited { retry_after_opt: Some(hint) } if *hint > config.max_backoff => None,
-                Failure::RateLimited { retry_after_opt: Some(hint) } => Some(*hint),
-                _ => Some(backoff(config, attempt)),
-            };
-            match delay {
-                Some(delay) if !out_of_retries && !unsafe_to_resend => {
+            let wait_opt =
+                if let Failure::RateLimited { retry_after_opt } = &failure { *retry_after_opt } else { None };
+            let delay_opt = if unsafe_to_resend { None } else { retry.delay_before_retry(attempt, wait_opt) };
+            match delay_opt {
+                Some(delay) => {
                     warn!(
                         %tenant_id, path, status = failure.status_opt(), attempt,
                         delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
@@ -324,7 +308,7 @@ impl ShopMonkeyClient {
                     );
                     tokio::time::sleep(delay).await;
                 }
-                _ => {
+                None => {
                     warn!(
                         %tenant_id, path, status = failure.status_opt(), attempt,
                         error = %failure, "shopmonkey call failed"
@@ -402,47 +386,13 @@ fn classify<T: DeserializeOwned>(raw: &RawResponse) -> Result<Result<wire::Answe
             let body = wire::parse_error(&raw.body);
             let message = body.message_opt.map_or_else(
                 || s.canonical_reason().unwrap_or("client error").to_owned(),
-                |m| m.chars().take(MAX_MESSAGE_CHARS).collect(),
+                |m| vendor_http::truncate_message(&m),
             );
             Err(CrmError::Rejected { status: s.as_u16(), code_opt: body.code_opt, message })
         }
         s => Err(CrmError::InvalidResponse(format!("unexpected status {}", s.as_u16()))),
     };
     Ok(final_result)
-}
-
-/// Reads `Retry-After` as delay seconds or as an HTTP date (a date in the past means now).
-fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
-    let text = value.to_str().ok()?.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if let Ok(secs) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).ok();
-    }
-    let at = httpdate::parse_http_date(text).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// Returns the delay before retry number `retry` (from 1): exponential, capped, with jitter.
-fn backoff(config: &ShopMonkeyConfig, retry: u32) -> Duration {
-    let exponent = retry.saturating_sub(1).min(31);
-    let ceiling = config.initial_backoff.saturating_mul(1_u32 << exponent).min(config.max_backoff);
-    // Half fixed so retries still spread out, half random so tenants hit by one outage don't
-    // retry in lockstep.
-    ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
-/// Joins an error and its sources into one line.
-fn error_chain(err: &dyn StdError) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Returns true when a row's location is the one asked for, or it names none.
@@ -555,6 +505,7 @@ impl Crm for ShopMonkeyClient {
 mod tests {
     use std::time::Instant;
 
+    use reqwest::header::HeaderValue;
     use serde_json::{Value, json};
     use wiremock::matchers::{body_partial_json, header, method, path, query_param, query_param_is_missing};
     use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -597,6 +548,10 @@ mod tests {
 
     fn ok(data: Value) -> ResponseTemplate {
         ResponseTemplate::new(200).set_body_json(json!({ "success": true, "data": data }))
+    }
+
+    fn backoff(config: &ShopMonkeyConfig, retry: u32) -> Duration {
+        config.retry_policy().backoff(retry)
     }
 
     fn page(data: Value, has_more: bool) -> ResponseTemplate {

@@ -31,6 +31,13 @@ impl CrmEventDecoder for ShopMonkeyEventDecoder {
         }
         let table = payload.get("table").and_then(Value::as_str).ok_or("missing `table`")?;
         let operation = payload.get("operation").and_then(Value::as_str).ok_or("missing `operation`")?;
+        if table == "appointment" && operation == "INSERT" {
+            let text = |pointer: &str| payload.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
+            return Ok(CrmEvent::AppointmentCreated {
+                customer_id_opt: text("/data/customerId"),
+                order_id_opt: text("/data/orderId"),
+            });
+        }
         if table != "order" {
             return Ok(CrmEvent::Other { table: table.to_owned() });
         }

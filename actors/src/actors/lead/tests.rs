@@ -6,7 +6,7 @@ use super::*;
 use crate::actors::location::{LocationActor, LocationRegistry};
 use crate::domain::{Channel, LeadStatus, NewLead, NewTouchpoint, Phone, TouchpointStatus};
 use crate::ports::SendError;
-use crate::testing::{InMemoryStore, ManualClock, RecordingSender, fixtures, lead_deps};
+use crate::testing::{InMemoryStore, RecordingSender, fixtures, lead_deps};
 
 struct World {
     store: InMemoryStore,
@@ -31,7 +31,7 @@ async fn world(sms_rate_per_sec: f64, policy: LeadPolicy) -> World {
     location.email_from_opt = Some(crate::domain::Email::parse("shop@example.com").expect("email"));
     location.sms_rate_per_sec = sms_rate_per_sec;
     store.add_location(location.clone());
-    let deps = lead_deps(&store, &sender, &ManualClock::new(Timestamp::now()), policy);
+    let deps = lead_deps(&store, &sender, Arc::new(crate::ports::SystemClock), policy);
     let (actor, _join) = Actor::spawn(None, LocationActor::new(deps, LocationRegistry::default()), location.clone())
         .await
         .expect("starts");

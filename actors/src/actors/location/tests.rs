@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use super::*;
 use crate::actors::lead::LeadPolicy;
 use crate::ports::LeadStore as _;
-use crate::testing::{InMemoryStore, ManualClock, RecordingSender, fixtures, lead_deps};
+use crate::testing::{InMemoryStore, RecordingSender, fixtures, lead_deps};
 
 async fn live(actor: &ActorRef<LocationMsg>) -> usize {
     live_leads(actor).await.expect("location answers")
@@ -40,7 +40,7 @@ async fn a_new_lead_activates_one_actor_that_stops_itself_when_idle() {
     };
     let lead = store.create_lead(&new, None, &[]).await.expect("created").lead().clone();
     let policy = LeadPolicy { idle_after: Duration::from_millis(200), ..LeadPolicy::default() };
-    let deps = lead_deps(&store, &RecordingSender::default(), &ManualClock::new(Timestamp::now()), policy);
+    let deps = lead_deps(&store, &RecordingSender::default(), Arc::new(crate::ports::SystemClock), policy);
     let registry = LocationRegistry::default();
     let (actor, _join) =
         Actor::spawn(None, LocationActor::new(deps, registry.clone()), location.clone()).await.expect("starts");
@@ -61,7 +61,7 @@ async fn a_lead_that_cannot_be_loaded_leaves_no_actor_behind() {
     let store = InMemoryStore::default();
     let location = fixtures::location(crate::domain::TenantId::new(), "loc_1");
     let deps =
-        lead_deps(&store, &RecordingSender::default(), &ManualClock::new(Timestamp::now()), LeadPolicy::default());
+        lead_deps(&store, &RecordingSender::default(), Arc::new(crate::ports::SystemClock), LeadPolicy::default());
     let (actor, _join) =
         Actor::spawn(None, LocationActor::new(deps, LocationRegistry::default()), location).await.expect("starts");
 
