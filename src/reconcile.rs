@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use leadorch_actors::domain::{Channel, Touchpoint};
-use leadorch_actors::ports::{Directory, EmailSender, SendError, SmsSender, StoreError};
+use leadorch_actors::ports::{Directory, EmailSender, SendError, SmsSender, StoreError, TouchRenderer};
 
 use crate::store::Store;
 
@@ -34,6 +34,7 @@ pub async fn reconcile_in_flight(
     store: &Store,
     sms: &dyn SmsSender,
     email: &dyn EmailSender,
+    renderer: &dyn TouchRenderer,
     claimed_before: Timestamp,
 ) -> Result<Reconciled, StoreError> {
     let mut done = Reconciled::default();
@@ -42,7 +43,7 @@ pub async fn reconcile_in_flight(
             if claimed_at > claimed_before {
                 continue;
             }
-            match provider_has(store, sms, email, &touch, claimed_at).await {
+            match provider_has(store, sms, email, renderer, &touch, claimed_at).await {
                 Ok(Some(provider_id)) => {
                     if let Some(attempt_id) = touch.attempt_id_opt {
                         store
@@ -87,6 +88,7 @@ async fn provider_has(
     store: &Store,
     sms: &dyn SmsSender,
     email: &dyn EmailSender,
+    renderer: &dyn TouchRenderer,
     touch: &Touchpoint,
     claimed_at: Timestamp,
 ) -> Result<Option<String>, SendError> {
@@ -106,11 +108,14 @@ async fn provider_has(
                 .get(touch.tenant_id, lead.location_id)
                 .await
                 .map_err(|e| SendError::Unavailable(e.to_string()))?;
-            let (Some(to), Some(from)) = (lead.phone_opt, location.sms_from_opt) else { return Ok(None) };
-            // A lead's touches to one number are minutes apart at least, so a message in the
-            // window right after the claim is this touch.
+            let (Some(to), Some(from)) = (lead.phone_opt.clone(), location.sms_from_opt.clone()) else {
+                return Ok(None);
+            };
+            // Rendering is deterministic per touch, so the provider's copy has exactly this body.
+            let Ok(body) = renderer.render_sms(&touch.template, &lead, &location, touch.intended_at) else {
+                return Ok(None);
+            };
             let since = claimed_at - SignedDuration::from_secs(5);
-            let until = claimed_at + SignedDuration::from_secs(120);
             let found = sms.sent_messages(&to, &from, since).await?;
             let claimed_by_others: Vec<String> = store
                 .touchpoints
@@ -122,7 +127,7 @@ async fn provider_has(
                 .collect();
             Ok(found
                 .into_iter()
-                .filter(|m| m.created_at <= until && !claimed_by_others.contains(&m.provider_id))
+                .filter(|m| m.body == body && !claimed_by_others.contains(&m.provider_id))
                 .min_by_key(|m| m.created_at)
                 .map(|m| m.provider_id))
         }

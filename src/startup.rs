@@ -215,13 +215,15 @@ impl Application {
         let crm = crm_client(&settings, &store)?;
         let vendors = build_vendors(&settings, mode).await?;
         let links = LinkSigner::new(&secret_key, &settings.http.public_url, settings.links_valid_for);
-        let templates = Templates::new(&settings.templates_source, links).context("invalid message templates")?;
+        let templates: Arc<Templates> =
+            Arc::new(Templates::new(&settings.templates_source, links).context("invalid message templates")?);
         let compliance = Arc::new(settings.compliance.clone());
         // Before any actor sends: settle what a crash left half-sent.
         let reconciled = reconcile::reconcile_in_flight(
             &store,
             vendors.sms.as_ref(),
             vendors.email.as_ref(),
+            templates.as_ref(),
             jiff::Timestamp::now(),
         )
         .await
@@ -236,7 +238,7 @@ impl Application {
             consent: Arc::new(store.clone()),
             sms: vendors.sms.clone(),
             email: vendors.email.clone(),
-            renderer: Arc::new(templates),
+            renderer: templates.clone(),
             clock: Arc::new(SystemClock),
             compliance: compliance.clone(),
             policy: LeadPolicy {
@@ -292,8 +294,13 @@ impl Application {
             .await
             .context("failed to start the actor system")?;
         router.attach_root(root.clone());
-        let refresher =
-            tokio::spawn(refresh_directory(factory, root.clone(), vendors.sms.clone(), vendors.email.clone()));
+        let refresher = tokio::spawn(refresh_directory(
+            factory,
+            root.clone(),
+            vendors.sms.clone(),
+            vendors.email.clone(),
+            templates.clone(),
+        ));
         let sendgrid_verifier_opt = match &vendors.sendgrid_verification_key_opt {
             Some(key) => {
                 Some(Arc::new(EventVerifier::from_base64_spki(key).context("invalid sendgrid verification key")?))
@@ -371,6 +378,7 @@ async fn refresh_directory(
     root: RootHandle,
     sms: Arc<dyn leadorch_actors::ports::SmsSender>,
     email: Arc<dyn leadorch_actors::ports::EmailSender>,
+    renderer: Arc<Templates>,
 ) {
     let mut ticker = tokio::time::interval(DIRECTORY_REFRESH);
     ticker.tick().await;
@@ -378,8 +386,14 @@ async fn refresh_directory(
         ticker.tick().await;
         let stuck_before =
             jiff::Timestamp::now() - jiff::SignedDuration::try_from(reconcile::STUCK_AFTER).unwrap_or_default();
-        if let Err(err) =
-            reconcile::reconcile_in_flight(&factory.store, sms.as_ref(), email.as_ref(), stuck_before).await
+        if let Err(err) = reconcile::reconcile_in_flight(
+            &factory.store,
+            sms.as_ref(),
+            email.as_ref(),
+            renderer.as_ref(),
+            stuck_before,
+        )
+        .await
         {
             tracing::warn!(error = %err, "reconciling stuck sends failed");
         }

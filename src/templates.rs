@@ -138,7 +138,7 @@ impl Templates {
             .unwrap_or_default()
     }
 
-    fn context(&self, lead: &Lead, location: &Location) -> minijinja::Value {
+    fn context(&self, lead: &Lead, location: &Location, issued_at: Timestamp) -> minijinja::Value {
         let phone = location
             .phone_opt
             .as_ref()
@@ -150,7 +150,7 @@ impl Templates {
             vehicle => cut(&lead.vehicle_opt.as_ref().and_then(|v| v.describe()).unwrap_or_else(|| "vehicle".to_owned()), MAX_VEHICLE),
             location_name => cut(&location.name, MAX_LOCATION_NAME),
             location_phone => phone,
-            chat_link => self.links.link(lead.tenant_id, lead.id, Timestamp::now()),
+            chat_link => self.links.link(lead.tenant_id, lead.id, issued_at),
             service => lead.requested_services.first().cloned().unwrap_or_default(),
         }
     }
@@ -170,12 +170,24 @@ fn national(e164: &str) -> String {
 }
 
 impl TouchRenderer for Templates {
-    fn render_sms(&self, template: &str, lead: &Lead, location: &Location) -> Result<String, String> {
-        self.render(&format!("{template}.sms"), &self.context(lead, location))
+    fn render_sms(
+        &self,
+        template: &str,
+        lead: &Lead,
+        location: &Location,
+        issued_at: Timestamp,
+    ) -> Result<String, String> {
+        self.render(&format!("{template}.sms"), &self.context(lead, location, issued_at))
     }
 
-    fn render_email(&self, template: &str, lead: &Lead, location: &Location) -> Result<RenderedEmail, String> {
-        let context = self.context(lead, location);
+    fn render_email(
+        &self,
+        template: &str,
+        lead: &Lead,
+        location: &Location,
+        issued_at: Timestamp,
+    ) -> Result<RenderedEmail, String> {
+        let context = self.context(lead, location, issued_at);
         Ok(RenderedEmail {
             subject: self.render(&format!("{template}.subject"), &context)?.trim().to_owned(),
             text: self.render(&format!("{template}.text"), &context)?,
@@ -248,7 +260,7 @@ mod tests {
         let location = location();
         let lead = lead("Pat", &location);
 
-        let body = templates.render_sms("first_sms", &lead, &location).expect("renders");
+        let body = templates.render_sms("first_sms", &lead, &location, Timestamp::now()).expect("renders");
 
         assert!(body.contains("Hi Pat"), "{body}");
         assert!(body.contains("2021 Toyota Camry"), "{body}");
@@ -265,7 +277,7 @@ mod tests {
         let location = location();
         let lead = lead("<script>x</script>", &location);
 
-        let email = templates.render_email("first_email", &lead, &location).expect("renders");
+        let email = templates.render_email("first_email", &lead, &location, Timestamp::now()).expect("renders");
 
         assert!(!email.html.contains("<script>"), "{}", email.html);
         assert!(email.html.contains("&lt;script&gt;"), "{}", email.html);

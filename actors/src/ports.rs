@@ -471,10 +471,25 @@ pub struct RenderedEmail {
 }
 
 /// Renders a touch's template for a lead (names, vehicle, the location, the chat link).
+/// Rendering is deterministic for a given touch (`issued_at` is the touch's intended time, and
+/// its chat link expires relative to it), so an interrupted send can be recognised in the
+/// provider's records by its body.
 pub trait TouchRenderer: Send + Sync + std::fmt::Debug {
     /// Returns the SMS body.
-    fn render_sms(&self, template: &str, lead: &Lead, location: &Location) -> Result<String, String>;
+    fn render_sms(
+        &self,
+        template: &str,
+        lead: &Lead,
+        location: &Location,
+        issued_at: Timestamp,
+    ) -> Result<String, String>;
 
     /// Returns the email parts.
-    fn render_email(&self, template: &str, lead: &Lead, location: &Location) -> Result<RenderedEmail, String>;
+    fn render_email(
+        &self,
+        template: &str,
+        lead: &Lead,
+        location: &Location,
+        issued_at: Timestamp,
+    ) -> Result<RenderedEmail, String>;
 }

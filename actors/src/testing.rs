@@ -917,7 +917,13 @@ impl crate::ports::EmailSender for RecordingSender {
 pub struct PlainRenderer;
 
 impl crate::ports::TouchRenderer for PlainRenderer {
-    fn render_sms(&self, template: &str, lead: &Lead, _location: &Location) -> Result<String, String> {
+    fn render_sms(
+        &self,
+        template: &str,
+        lead: &Lead,
+        _location: &Location,
+        _issued_at: Timestamp,
+    ) -> Result<String, String> {
         Ok(format!("{template} for {}", lead.first_name_opt.as_deref().unwrap_or("there")))
     }
 
@@ -926,6 +932,7 @@ impl crate::ports::TouchRenderer for PlainRenderer {
         template: &str,
         lead: &Lead,
         _location: &Location,
+        _issued_at: Timestamp,
     ) -> Result<crate::ports::RenderedEmail, String> {
         let subject = format!("{template} for {}", lead.first_name_opt.as_deref().unwrap_or("there"));
         Ok(crate::ports::RenderedEmail { subject: subject.clone(), text: subject.clone(), html: subject })

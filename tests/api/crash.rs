@@ -5,21 +5,23 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
+use leadorch::links::LinkSigner;
 use leadorch::messaging::twilio::{TwilioConfig, TwilioSms};
-use leadorch_actors::domain::{Channel, Lead, NewTouchpoint, Phone, Touchpoint, TouchpointStatus};
-use leadorch_actors::ports::{OutboundSms, SmsSender};
+use leadorch::templates::{DEFAULT_TEMPLATES, Templates};
+use leadorch_actors::domain::{Channel, Lead, NewTouchpoint, Touchpoint, TouchpointStatus};
+use leadorch_actors::ports::{OutboundSms, SmsSender, TouchRenderer};
 
 use crate::helpers::{
-    TWILIO_SID, TWILIO_TOKEN, TestDb, eventually, far_future, new_lead, seed_tenant, spawn_app_using, start_vendors,
-    test_settings,
+    SECRET_KEY, TWILIO_SID, TWILIO_TOKEN, TestDb, eventually, far_future, new_lead, seed_tenant, spawn_app_using,
+    start_vendors, test_settings,
 };
 
 /// Seeds a lead with one SMS due now and claims it as a process about to call Twilio would,
 /// then "crashes": the outcome is never recorded.
-async fn half_sent_sms(db: &TestDb) -> (Lead, Touchpoint, Phone) {
+async fn half_sent_sms(db: &TestDb) -> (Lead, Touchpoint, leadorch_actors::domain::Location) {
     let store = db.store();
     let (_, location) = seed_tenant(&store, "Tint Co").await;
-    let number = location.sms_from_opt.clone().expect("number");
+
     let now = Timestamp::now();
     let plan = vec![NewTouchpoint {
         step_index: 0,
@@ -38,7 +40,7 @@ async fn half_sent_sms(db: &TestDb) -> (Lead, Touchpoint, Phone) {
         .clone();
     let touch = store.touchpoints.for_lead(lead.tenant_id, lead.id).await.expect("touches")[0].clone();
     let claimed = store.touchpoints.claim(lead.tenant_id, touch.id, far_future()).await.expect("q").expect("claimed");
-    (lead, claimed, number)
+    (lead, claimed, location)
 }
 
 fn any_hour(settings: &mut leadorch::config::Settings) {
@@ -54,22 +56,28 @@ async fn touch_now(db_store: &leadorch::store::Store, lead: &Lead) -> Touchpoint
 #[tokio::test]
 async fn an_sms_the_provider_took_before_the_crash_is_confirmed_and_not_sent_again() {
     let db = TestDb::migrated().await;
-    let (lead, _claimed, number) = half_sent_sms(&db).await;
+    let (lead, claimed, location) = half_sent_sms(&db).await;
     let (twilio, sendgrid) = start_vendors().await;
-    // The dead process got as far as Twilio accepting the message.
+    let mut settings = test_settings(&db.url);
+    any_hour(&mut settings);
+    settings.http.addr = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr");
+    let public_url = format!("http://{}", settings.http.addr);
+    // The dead process got as far as Twilio accepting the message it rendered.
+    let links =
+        LinkSigner::new(&secrecy::SecretString::from(SECRET_KEY.to_owned()), &public_url, settings.links_valid_for);
+    let templates = Templates::new(DEFAULT_TEMPLATES, links).expect("templates");
+    let body = templates.render_sms(&claimed.template, &lead, &location, claimed.intended_at).expect("renders");
     let mut config = TwilioConfig::new(TWILIO_SID, secrecy::SecretString::from(TWILIO_TOKEN.to_owned()));
     config.base_url = twilio.base_url();
     let client = TwilioSms::new(config).expect("client");
     let sms = OutboundSms {
         to: lead.phone_opt.clone().expect("phone"),
-        from: number,
-        body: "Hi Pat".into(),
+        from: location.sms_from_opt.clone().expect("number"),
+        body,
         status_callback_opt: None,
         idempotency_key: "k".into(),
     };
     let sent = client.send_sms(&sms).await.expect("twilio took it");
-    let mut settings = test_settings(&db.url);
-    any_hour(&mut settings);
 
     let app = spawn_app_using(TestDb { name: db.name.clone(), url: db.url.clone() }, settings, twilio, sendgrid).await;
 
@@ -84,7 +92,7 @@ async fn an_sms_the_provider_took_before_the_crash_is_confirmed_and_not_sent_aga
 #[tokio::test]
 async fn an_sms_the_provider_never_got_is_sent_once_after_the_restart() {
     let db = TestDb::migrated().await;
-    let (lead, _claimed, _number) = half_sent_sms(&db).await;
+    let (lead, _claimed, _location) = half_sent_sms(&db).await;
     let (twilio, sendgrid) = start_vendors().await;
     let mut settings = test_settings(&db.url);
     any_hour(&mut settings);

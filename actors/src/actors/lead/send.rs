@@ -125,7 +125,7 @@ impl LeadActor {
             self.release(&touch, "outside the recipient's allowed hours at send time", Some(retry_at)).await;
             return;
         }
-        let body = match self.deps.renderer.render_sms(&touch.template, lead, &state.location) {
+        let body = match self.deps.renderer.render_sms(&touch.template, lead, &state.location, touch.intended_at) {
             Ok(body) => body,
             Err(err) => {
                 tracing::error!(touchpoint_id = %touch.id, template = %touch.template, error = %err, "sms template failed");
@@ -169,7 +169,8 @@ impl LeadActor {
             count(Channel::Email, "cancelled");
             return;
         }
-        let rendered = match self.deps.renderer.render_email(&touch.template, lead, &state.location) {
+        let rendered = match self.deps.renderer.render_email(&touch.template, lead, &state.location, touch.intended_at)
+        {
             Ok(rendered) => rendered,
             Err(err) => {
                 tracing::error!(touchpoint_id = %touch.id, template = %touch.template, error = %err, "email template failed");
