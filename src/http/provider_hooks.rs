@@ -162,11 +162,7 @@ pub(crate) async fn receive_twilio_status(
         _ => None,
     };
     let error_opt = error_code_opt.map(|code| format!("twilio {status} {code}"));
-    let touch_opt = state
-        .store
-        .touchpoints
-        .record_delivery(location.tenant_id, sid, status, outcome_opt, error_opt.as_deref())
-        .await?;
+    let touch_opt = record_delivery(&state, location.tenant_id, sid, status, outcome_opt, error_opt.as_deref()).await?;
     count("twilio_status", "accepted");
     let Some(touch) = touch_opt else { return Ok(StatusCode::OK.into_response()) };
     if let Some(code) = error_code_opt {
@@ -186,6 +182,37 @@ pub(crate) async fn receive_twilio_status(
         }
     }
     Ok(StatusCode::OK.into_response())
+}
+
+/// How long a delivery report waits for its touch to be recorded as sent. Providers can report
+/// within milliseconds of accepting a message, before our own record of the acceptance lands.
+const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Applies a delivery report to the touch the provider id belongs to, waiting briefly for the
+/// send to be recorded if the report overtook it. `None` when no touch has that id.
+async fn record_delivery(
+    state: &AppState,
+    tenant_id: TenantId,
+    provider_message_id: &str,
+    provider_status: &str,
+    outcome_opt: Option<TouchpointStatus>,
+    error_opt: Option<&str>,
+) -> Result<Option<leadorch_actors::domain::Touchpoint>, StoreError> {
+    let deadline = std::time::Instant::now() + REPORT_WAIT;
+    loop {
+        let touch_opt = state
+            .store
+            .touchpoints
+            .record_delivery(tenant_id, provider_message_id, provider_status, outcome_opt, error_opt)
+            .await?;
+        if touch_opt.is_some() || std::time::Instant::now() >= deadline {
+            if touch_opt.is_none() {
+                tracing::warn!(%tenant_id, provider_status, "delivery report for a message we have no record of");
+            }
+            return Ok(touch_opt);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// POST /webhooks/sendgrid/events
@@ -233,11 +260,7 @@ async fn apply_sendgrid_event(state: &AppState, event: &Value) -> Result<(), Api
     };
     if let Some(message_id) = text("sg_message_id") {
         let error_opt = text("reason").map(|r| format!("sendgrid {kind}: {r}"));
-        state
-            .store
-            .touchpoints
-            .record_delivery(tenant_id, message_id_prefix(message_id), kind, outcome_opt, error_opt.as_deref())
-            .await?;
+        record_delivery(state, tenant_id, message_id_prefix(message_id), kind, outcome_opt, error_opt.as_deref()).await?;
     }
     if matches!(kind, "bounce" | "dropped" | "spamreport" | "unsubscribe" | "group_unsubscribe") {
         if let Some(email) = text("email").and_then(|e| Email::parse(e).ok()) {
