@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - [`crm`] — shop CRM adapters (ShopMonkey).
+//! - [`catalog`] — location catalogs (services, prices) with stale-while-revalidate and fallbacks.
+//! - [`cache`] — the catalog cache: Redis (fred) over an in-process fallback.
 //! - [`config`] — typed settings from `config/*.toml` and `LEADORCH_*` variables.
 //! - [`store`] — PostgreSQL pool, migrations, one repository per aggregate.
 //! - [`http`] — axum routes and layers.
@@ -13,6 +15,8 @@
 //! - [`ops`] — the operator commands behind the CLI.
 //! - [`telemetry`] — logging.
 
+pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod crm;
 pub mod http;

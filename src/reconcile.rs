@@ -12,8 +12,10 @@ use leadorch_actors::ports::{Directory, EmailSender, SendError, SmsSender, Store
 
 use crate::store::Store;
 
-/// A touch in `sending` for longer than this is considered abandoned by its actor.
-pub const STUCK_AFTER: Duration = Duration::from_secs(120);
+/// A touch in `sending` for longer than this (since its claim was last confirmed) is considered
+/// abandoned by its actor. Generous, because an SMS may wait in a busy location's queue; a
+/// released touch that was still queued is not sent twice (the pacer confirms the claim).
+pub const STUCK_AFTER: Duration = Duration::from_secs(600);
 
 /// What one reconciliation pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

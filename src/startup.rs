@@ -19,6 +19,8 @@ use leadorch_actors::planner::CadencePlanner;
 use leadorch_actors::ports::{Directory, SystemClock};
 use tokio::net::TcpListener;
 
+use crate::cache::{LayeredCache, MemoryCatalogCache, RedisCatalogCache};
+use crate::catalog::{CatalogPolicy, CatalogService};
 use crate::config::Settings;
 use crate::crm::keys::{SecretBox, StoredCrmKeys};
 use crate::crm::shopmonkey::events::ShopMonkeyEventDecoder;
@@ -35,6 +37,9 @@ use crate::vendors::{VendorMode, Vendors, build_vendors};
 /// while the process runs get their poller and location actor.
 const DIRECTORY_REFRESH: Duration = Duration::from_secs(30);
 
+/// How long start-up waits for Redis to connect before serving without it.
+const REDIS_STARTUP_GRACE: Duration = Duration::from_secs(1);
+
 /// How long start-up keeps retrying an unreachable database before giving up.
 const STARTUP_DB_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -49,6 +54,8 @@ pub struct Application {
     registry: LocationRegistry,
     refresher: tokio::task::JoinHandle<()>,
     vendors: Vendors,
+    /// Closed at shutdown so its reconnect loop stops.
+    redis_cache_opt: Option<RedisCatalogCache>,
 }
 
 /// Builds the root supervisor's children for what the directory holds now.
@@ -212,7 +219,7 @@ impl Application {
         };
         prepare_database(&settings).await?;
         let store = Store::new(&settings.database).context("failed to build the database pool")?;
-        let crm = crm_client(&settings, &store)?;
+        let crm: Arc<dyn leadorch_actors::ports::Crm> = Arc::new(crm_client(&settings, &store)?);
         let vendors = build_vendors(&settings, mode).await?;
         let links = LinkSigner::new(&secret_key, &settings.http.public_url, settings.links_valid_for);
         let templates: Arc<Templates> =
@@ -255,7 +262,7 @@ impl Application {
             leads: Arc::new(store.clone()),
             inbox: Arc::new(store.clone()),
             consent: Arc::new(store.clone()),
-            crm: Arc::new(crm),
+            crm: crm.clone(),
             decoder: Arc::new(ShopMonkeyEventDecoder),
             rules: Arc::new(settings.qualification.clone()),
             planner: Arc::new(CadencePlanner::new(Arc::new(settings.cadences.clone()), compliance)),
@@ -310,6 +317,7 @@ impl Application {
                 None
             }
         };
+        let (catalog, redis_cache_opt) = catalog_service(&settings, store.clone(), crm).await?;
         let listener = TcpListener::bind(settings.http.addr)
             .await
             .with_context(|| format!("failed to bind {}", settings.http.addr))?;
@@ -321,8 +329,9 @@ impl Application {
             ingress,
             twilio_auth_token: vendors.twilio_auth_token.clone(),
             sendgrid_verifier_opt,
+            catalog,
         };
-        Ok(Application { listener, addr, state, root, root_join, registry, refresher, vendors })
+        Ok(Application { listener, addr, state, root, root_join, registry, refresher, vendors, redis_cache_opt })
     }
 
     /// Returns the address the listener is bound to.
@@ -356,7 +365,8 @@ impl Application {
     /// # Errors
     /// The server failed.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, addr, state, root, root_join, registry: _, refresher, vendors } = self;
+        let Application { listener, addr, state, root, root_join, registry: _, refresher, vendors, redis_cache_opt } =
+            self;
         tracing::info!(%addr, "listening");
         let app = http::router(state.clone());
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
@@ -366,6 +376,9 @@ impl Application {
         // The supervisor's task result carries nothing once it has stopped.
         let _ = root_join.await;
         state.store.pool.close();
+        if let Some(redis) = redis_cache_opt {
+            redis.close().await;
+        }
         // The in-process fakes (if any) stop with the process.
         drop(vendors);
         tracing::info!("stopped");
@@ -406,6 +419,40 @@ async fn refresh_directory(
             Err(err) => tracing::warn!(error = %err, "directory refresh failed"),
         }
     }
+}
+
+/// Builds the catalog service over the layered cache: Redis when configured, always the
+/// in-process fallback. Redis gets [`REDIS_STARTUP_GRACE`] to connect; a Redis that is down does
+/// not hold start-up longer (the client keeps reconnecting in the background).
+///
+/// # Errors
+/// The Redis URL is invalid.
+pub async fn catalog_service(
+    settings: &Settings,
+    store: Store,
+    crm: Arc<dyn leadorch_actors::ports::Crm>,
+) -> anyhow::Result<(CatalogService, Option<RedisCatalogCache>)> {
+    let keep_for = settings.catalog.ttl + settings.catalog.max_stale;
+    let redis_opt = match &settings.redis.url_opt {
+        Some(url) => {
+            let redis =
+                RedisCatalogCache::start(url, &settings.redis.key_prefix, keep_for, settings.redis.command_timeout)
+                    .context("failed to configure redis")?;
+            if !redis.wait_connected(REDIS_STARTUP_GRACE).await {
+                tracing::warn!("redis not reachable at start-up; catalogs are cached in process until it is");
+            }
+            Some(redis)
+        }
+        None => {
+            tracing::info!("LEADORCH_REDIS_URL not set: catalogs are cached in process only");
+            None
+        }
+    };
+    let memory = MemoryCatalogCache::new(settings.catalog.memory_capacity, keep_for);
+    let redis_layer = redis_opt.clone().map(|redis| Arc::new(redis) as Arc<dyn leadorch_actors::catalog::CatalogCache>);
+    let cache = Arc::new(LayeredCache::new(redis_layer, memory));
+    let policy = CatalogPolicy { ttl: settings.catalog.ttl, failure_backoff: settings.catalog.failure_backoff };
+    Ok((CatalogService::new(cache, crm, store, Arc::new(SystemClock), policy), redis_opt))
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -6,8 +6,10 @@
 //!   weekly opening hours, IANA time zones). Parsing rejects bad input at the edge.
 //! - [`ports`] — traits the core needs from the world (stores, clock).
 //! - [`actors`] — the supervisor tree.
+//! - [`catalog`] — a location's service catalog, its freshness rule and the cache port.
 
 pub mod actors;
+pub mod catalog;
 pub mod compliance;
 pub mod domain;
 pub mod inbound;

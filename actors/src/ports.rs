@@ -442,6 +442,16 @@ pub trait TouchStore: Send + Sync + std::fmt::Debug {
         reason: &str,
     ) -> Result<u64, StoreError>;
 
+    /// Confirms a claim just before the provider call: true (and the claim's clock restarted)
+    /// when the touch is still `sending` under this attempt, false when it was released or
+    /// finished meanwhile — then the caller must not send.
+    async fn confirm_claim(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: crate::domain::TouchpointId,
+        attempt_id: uuid::Uuid,
+    ) -> Result<bool, StoreError>;
+
     /// Sets the lead's first-touch time if it has none; returns true when it was set now.
     async fn mark_first_touch(&self, tenant_id: TenantId, lead_id: LeadId, at: Timestamp) -> Result<bool, StoreError>;
 }

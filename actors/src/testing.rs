@@ -800,6 +800,20 @@ impl TouchStore for InMemoryStore {
         Ok(cancelled)
     }
 
+    async fn confirm_claim(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: TouchpointId,
+        attempt_id: uuid::Uuid,
+    ) -> Result<bool, StoreError> {
+        Ok(lock(&self.tables).touches.iter().any(|t| {
+            t.tenant_id == tenant_id
+                && t.id == touchpoint_id
+                && t.attempt_id_opt == Some(attempt_id)
+                && t.status == TouchpointStatus::Sending
+        }))
+    }
+
     async fn mark_first_touch(&self, tenant_id: TenantId, lead_id: LeadId, at: Timestamp) -> Result<bool, StoreError> {
         let mut tables = lock(&self.tables);
         let lead = tables

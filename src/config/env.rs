@@ -24,10 +24,15 @@ pub(crate) const OVERRIDES: &[EnvOverride] = &[
     EnvOverride { var: "LEADORCH_DB_POOL_SIZE", key: "database.pool_max_size", kind: EnvKind::Unsigned },
     EnvOverride { var: "LEADORCH_REDIS_URL", key: "redis.url", kind: EnvKind::Text },
     EnvOverride { var: "LEADORCH_REDIS_KEY_PREFIX", key: "redis.key_prefix", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_CATALOG_TTL_SECS", key: "catalog.ttl_secs", kind: EnvKind::Unsigned },
     EnvOverride { var: "LEADORCH_HTTP_ADDR", key: "http.addr", kind: EnvKind::Text },
     EnvOverride { var: "LEADORCH_PUBLIC_URL", key: "http.public_url", kind: EnvKind::Text },
     EnvOverride { var: "LEADORCH_LOG_FORMAT", key: "log.format", kind: EnvKind::Text },
     EnvOverride { var: "LEADORCH_LOG", key: "log.filter", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_SHOPMONKEY_BASE_URL", key: "shopmonkey.base_url", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_TWILIO_BASE_URL", key: "twilio.base_url", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_SENDGRID_BASE_URL", key: "sendgrid.base_url", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_POLL_INTERVAL_SECS", key: "poller.interval_secs", kind: EnvKind::Unsigned },
 ];
 
 /// The profile to load (`config/{profile}.toml`); CLI `--profile` wins.

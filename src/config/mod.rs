@@ -86,6 +86,16 @@ struct RawSettings {
     links: RawLinks,
     sending: RawSending,
     compliance: ComplianceRules,
+    catalog: RawCatalog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    ttl_secs: u64,
+    max_stale_secs: u64,
+    memory_capacity: usize,
+    failure_backoff_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +184,7 @@ struct RawDatabase {
 struct RawRedis {
     url: String,
     key_prefix: String,
+    command_timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +215,7 @@ pub struct Settings {
     pub sending: SendingSettings,
     pub compliance: ComplianceRules,
     pub cadences: CadenceBook,
+    pub catalog: CatalogSettings,
     /// The message templates' TOML (`config/templates.toml`), parsed when the renderer is built.
     pub templates_source: String,
     pub secrets: Secrets,
@@ -281,6 +293,22 @@ pub struct RedisSettings {
     pub url_opt: Option<SecretString>,
     /// Prefix of every key this process writes, so several deployments (or tests) share a server.
     pub key_prefix: String,
+    /// How long a command may take before the in-process cache serves instead.
+    pub command_timeout: Duration,
+}
+
+/// The service catalog and its caches.
+#[derive(Debug, Clone)]
+pub struct CatalogSettings {
+    /// How long a cached catalog is fresh; after that it is served stale while one refresh runs.
+    pub ttl: Duration,
+    /// How long past the TTL a cache keeps an entry to serve stale (Redis expires it then).
+    pub max_stale: Duration,
+    /// Most catalogs the in-process cache holds; the oldest goes first.
+    pub memory_capacity: usize,
+    /// After a failed refresh, how long a location is served from what is stored before the CRM
+    /// is asked again (so an outage does not mean one CRM call per read).
+    pub failure_backoff: Duration,
 }
 
 /// Logging.
@@ -463,6 +491,15 @@ impl Settings {
         if raw.sending.max_attempts == 0 || raw.sending.scheduler_tick_ms == 0 {
             return Err(ConfigError::invalid("sending", "max_attempts and scheduler_tick_ms must be greater than 0"));
         }
+        if raw.redis.command_timeout_ms == 0 {
+            return Err(ConfigError::invalid("redis.command_timeout_ms", "must be greater than 0"));
+        }
+        if raw.catalog.ttl_secs == 0 {
+            return Err(ConfigError::invalid("catalog.ttl_secs", "must be greater than 0"));
+        }
+        if raw.catalog.memory_capacity == 0 {
+            return Err(ConfigError::invalid("catalog.memory_capacity", "must be greater than 0"));
+        }
         if raw.qualification.lead_statuses.is_empty() {
             return Err(ConfigError::invalid("qualification.lead_statuses", "must name at least one status"));
         }
@@ -480,7 +517,11 @@ impl Settings {
                 connect_timeout: Duration::from_millis(raw.database.connect_timeout_ms),
                 wait_timeout: Duration::from_millis(raw.database.wait_timeout_ms),
             },
-            redis: RedisSettings { url_opt, key_prefix: raw.redis.key_prefix },
+            redis: RedisSettings {
+                url_opt,
+                key_prefix: raw.redis.key_prefix,
+                command_timeout: Duration::from_millis(raw.redis.command_timeout_ms),
+            },
             log: LogSettings { format: raw.log.format, filter: raw.log.filter },
             shopmonkey: ShopMonkeySettings {
                 base_url: shopmonkey_url,
@@ -511,6 +552,12 @@ impl Settings {
             },
             compliance: raw.compliance,
             cadences: parse_cadences(DEFAULT_CADENCES)?,
+            catalog: CatalogSettings {
+                ttl: Duration::from_secs(raw.catalog.ttl_secs),
+                max_stale: Duration::from_secs(raw.catalog.max_stale_secs),
+                memory_capacity: raw.catalog.memory_capacity,
+                failure_backoff: Duration::from_secs(raw.catalog.failure_backoff_secs),
+            },
             templates_source: crate::templates::DEFAULT_TEMPLATES.to_owned(),
             secrets,
         })
@@ -640,6 +687,38 @@ mod tests {
         let debug = format!("{settings:?}");
         assert!(!debug.contains("tok-very-secret"), "{debug}");
         assert!(settings.secrets.twilio_auth_token_opt.is_some());
+    }
+
+    #[test]
+    fn the_catalog_ttl_defaults_to_five_minutes_and_the_environment_overrides_it() {
+        let defaults = Settings::load(None, None, &env(&[])).expect("valid");
+        assert_eq!(defaults.catalog.ttl, Duration::from_secs(300));
+        assert_eq!(defaults.redis.command_timeout, Duration::from_millis(200));
+
+        let settings = Settings::load(None, None, &env(&[("LEADORCH_CATALOG_TTL_SECS", "600")])).expect("valid");
+        assert_eq!(settings.catalog.ttl, Duration::from_secs(600));
+
+        let err = Settings::load(None, None, &env(&[("LEADORCH_CATALOG_TTL_SECS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("catalog.ttl_secs"), "{err}");
+    }
+
+    #[test]
+    fn vendor_base_urls_and_the_poll_interval_come_from_the_environment() {
+        let settings = Settings::load(
+            None,
+            None,
+            &env(&[
+                ("LEADORCH_SHOPMONKEY_BASE_URL", "http://127.0.0.1:9001/"),
+                ("LEADORCH_TWILIO_BASE_URL", "http://127.0.0.1:9002"),
+                ("LEADORCH_SENDGRID_BASE_URL", "http://127.0.0.1:9003"),
+                ("LEADORCH_POLL_INTERVAL_SECS", "7"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(settings.shopmonkey.base_url, "http://127.0.0.1:9001");
+        assert_eq!(settings.twilio_base_url, "http://127.0.0.1:9002");
+        assert_eq!(settings.sendgrid_base_url, "http://127.0.0.1:9003");
+        assert_eq!(settings.poller.interval, Duration::from_secs(7));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! passes (request id, tracing, timeout, body limit, metrics). Handlers stay thin: parse, one
 //! call into a store or actor handle, map the result.
 
+mod catalog;
 mod error;
 mod health;
 pub mod metrics;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub twilio_auth_token: secrecy::SecretString,
     /// Verifies SendGrid's signed event batches; `None` refuses them.
     pub sendgrid_verifier_opt: Option<std::sync::Arc<crate::messaging::sendgrid_events::EventVerifier>>,
+    /// Location catalogs (services and prices) through the cache.
+    pub catalog: crate::catalog::CatalogService,
 }
 
 /// Builds the whole router with its layers.
@@ -53,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/twilio/status", post(provider_hooks::receive_twilio_status))
         .route("/webhooks/sendgrid/events", post(provider_hooks::receive_sendgrid_events))
         .merge(staff::router())
+        .merge(catalog::router())
         .with_state(state)
         .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(RequestBodyLimitLayer::new(body_limit))

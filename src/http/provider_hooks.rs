@@ -260,7 +260,8 @@ async fn apply_sendgrid_event(state: &AppState, event: &Value) -> Result<(), Api
     };
     if let Some(message_id) = text("sg_message_id") {
         let error_opt = text("reason").map(|r| format!("sendgrid {kind}: {r}"));
-        record_delivery(state, tenant_id, message_id_prefix(message_id), kind, outcome_opt, error_opt.as_deref()).await?;
+        record_delivery(state, tenant_id, message_id_prefix(message_id), kind, outcome_opt, error_opt.as_deref())
+            .await?;
     }
     if matches!(kind, "bounce" | "dropped" | "spamreport" | "unsubscribe" | "group_unsubscribe") {
         if let Some(email) = text("email").and_then(|e| Email::parse(e).ok()) {

@@ -5,6 +5,7 @@
 //! relations).
 
 mod api_keys;
+mod catalog;
 mod chat;
 mod consent;
 mod error;
@@ -24,6 +25,7 @@ use secrecy::ExposeSecret;
 use tokio_postgres::NoTls;
 
 pub use self::api_keys::{ApiKeyRepo, CreatedApiKey, StaffKey};
+pub use self::catalog::CatalogRepo;
 pub use self::chat::{ChatMessage, ChatRepo};
 pub use self::consent::ConsentRepo;
 pub(crate) use self::error::{pg_error, pool_error};
@@ -48,6 +50,7 @@ pub struct Store {
     pub api_keys: ApiKeyRepo,
     pub consent: ConsentRepo,
     pub chat: ChatRepo,
+    pub catalog: CatalogRepo,
 }
 
 impl Store {
@@ -71,6 +74,7 @@ impl Store {
             api_keys: ApiKeyRepo::new(pool.clone()),
             consent: ConsentRepo::new(pool.clone()),
             chat: ChatRepo::new(pool.clone()),
+            catalog: CatalogRepo::new(pool.clone()),
             pool,
         }
     }

@@ -217,6 +217,15 @@ impl TouchStore for Store {
         }
     }
 
+    async fn confirm_claim(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: TouchpointId,
+        attempt_id: uuid::Uuid,
+    ) -> Result<bool, StoreError> {
+        self.touchpoints.confirm_claim(tenant_id, touchpoint_id, attempt_id).await
+    }
+
     async fn mark_first_touch(&self, tenant_id: TenantId, lead_id: LeadId, at: Timestamp) -> Result<bool, StoreError> {
         self.leads.mark_first_touch(tenant_id, lead_id, at).await
     }

@@ -126,6 +126,29 @@ impl TouchpointRepo {
         row.as_ref().map(touchpoint_from_row).transpose()
     }
 
+    /// Confirms a claim right before the provider call and restarts its clock (so the
+    /// reconciler measures from here); false when the attempt is no longer current.
+    ///
+    /// # Errors
+    /// The database is unavailable.
+    pub async fn confirm_claim(
+        &self,
+        tenant_id: TenantId,
+        touchpoint_id: TouchpointId,
+        attempt_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let updated = client
+            .execute(
+                "UPDATE touchpoints SET updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2 AND attempt_id = $3 AND status = 'sending'",
+                &[&tenant_id.as_uuid(), &touchpoint_id.as_uuid(), &attempt_id],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(updated == 1)
+    }
+
     /// Records that the provider accepted the claimed attempt.
     ///
     /// # Errors

@@ -249,10 +249,14 @@ pub(crate) struct OutageProxy {
 impl OutageProxy {
     /// Starts the proxy in front of the test PostgreSQL.
     pub(crate) async fn start() -> OutageProxy {
+        OutageProxy::start_to(database_addr()).await
+    }
+
+    /// Starts the proxy in front of `upstream` (host:port), e.g. the test Redis.
+    pub(crate) async fn start_to(upstream: String) -> OutageProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let proxy = OutageProxy { addr, up: Arc::new(AtomicBool::new(true)), connections: Arc::default() };
-        let upstream = database_addr();
         let accepting = proxy.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
@@ -399,10 +403,20 @@ pub(crate) async fn spawn_crm_world(
     registered: usize,
     configure: impl FnOnce(&mut Settings),
 ) -> CrmWorld {
-    use leadorch::ops::{self, LocationInput};
-    use leadorch::sim::shopmonkey::{ShopMonkeySim, SimSeed};
+    let seed = leadorch::sim::shopmonkey::SimSeed::franchise(COMPANY, COMPANY_KEY, total, 6);
+    spawn_crm_world_with_seed(seed, registered, configure).await
+}
 
-    let seed = SimSeed::franchise(COMPANY, COMPANY_KEY, total, 6);
+/// Like [`spawn_crm_world`], over a given seed whose first company is the tenant's (e.g. with
+/// `price_factor_per_location` set).
+pub(crate) async fn spawn_crm_world_with_seed(
+    seed: leadorch::sim::shopmonkey::SimSeed,
+    registered: usize,
+    configure: impl FnOnce(&mut Settings),
+) -> CrmWorld {
+    use leadorch::ops::{self, LocationInput};
+    use leadorch::sim::shopmonkey::ShopMonkeySim;
+
     let sim_locations = seed.companies[0].locations.clone();
     let sim = ShopMonkeySim::start(seed).await.expect("fake starts");
     let db = TestDb::migrated().await;
@@ -505,4 +519,17 @@ impl CrmWorld {
 /// A time after every touch in a test's plan (to claim touches regardless of schedule).
 pub(crate) fn far_future() -> jiff::Timestamp {
     jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365)
+}
+
+/// The Redis the tests use; `LEADORCH_TEST_REDIS_URL` overrides it.
+pub(crate) fn test_redis_url() -> String {
+    std::env::var("LEADORCH_TEST_REDIS_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Returns a Redis key prefix no other test uses.
+pub(crate) fn unique_redis_prefix() -> String {
+    format!("leadorch-test:{}:", uuid::Uuid::new_v4().simple())
 }

@@ -1,11 +1,13 @@
 //! The integration test binary: real PostgreSQL (each test in its own fresh database), real HTTP
 //! on loopback. One binary, so the build links once.
 
+mod catalog;
 mod cli;
 mod crash;
 mod health;
 mod helpers;
 mod ingress;
+mod kill;
 mod migrations;
 mod ops;
 mod replies;

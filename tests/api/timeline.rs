@@ -189,3 +189,23 @@ async fn a_hundred_thousand_pending_leads_keep_almost_no_lead_actors_alive() {
     assert!(world.app.twilio.sent().is_empty());
     world.teardown().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_redis_has_no_effect_on_sending() {
+    let world = spawn_crm_world(1, 1, |s| {
+        s.poller.enabled = false;
+        s.redis.url_opt = Some(secrecy::SecretString::from("redis://127.0.0.1:1".to_owned()));
+    })
+    .await;
+    let customer = world.sim.customer(COMPANY, 3);
+    let phone = leadorch_actors::domain::Phone::parse(&customer.phone).expect("phone").to_string();
+
+    world.sim.create_order(COMPANY, &world.sim_locations[0].id, Some(&customer.id));
+
+    let both = eventually(Duration::from_secs(2), || async {
+        !sms_to(&world, &phone).await.is_empty() && world.app.sendgrid.sent().iter().any(|m| m.to == customer.email)
+    })
+    .await;
+    assert!(both, "sms and email go out with redis down");
+    world.teardown().await;
+}

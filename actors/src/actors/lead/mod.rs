@@ -123,6 +123,9 @@ pub enum LeadMsg {
     TouchDue(TouchpointId, jiff::Timestamp),
     /// From a provider call (directly, or through the location's SMS pacer).
     SendFinished(Box<SendFinished>),
+    /// From the location's SMS pacer: this queued send was dropped because its claim was no
+    /// longer current; the touch is someone else's to send now.
+    SendAbandoned(TouchpointId),
     /// From itself, on a timer: stop if nothing happened for `idle_after`.
     IdleCheck,
     /// Query (tests, staff views): the lead as this actor sees it.
@@ -192,6 +195,9 @@ impl Actor for LeadActor {
                 self.arm(&myself, state, touchpoint_id, scheduled_at, now).await;
             }
             LeadMsg::SendFinished(finished) => self.send_finished(&myself, state, *finished).await,
+            LeadMsg::SendAbandoned(touchpoint_id) => {
+                state.in_flight.remove(&touchpoint_id);
+            }
             LeadMsg::IdleCheck => {
                 let idle_for = state.last_activity.elapsed();
                 if !state.is_busy() && idle_for >= self.deps.policy.idle_after {

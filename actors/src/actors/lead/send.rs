@@ -17,6 +17,25 @@ fn count(channel: Channel, status: &'static str) {
     metrics::counter!("leadorch_touches_total", "channel" => channel.as_str(), "status" => status).increment(1);
 }
 
+/// Runs a store call, retrying while the store is unavailable for up to about 8 s.
+async fn with_store_retries<T, F, Fut>(mut call: F) -> Result<T, crate::ports::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::ports::StoreError>>,
+{
+    let mut wait = std::time::Duration::from_millis(100);
+    for _ in 0..7 {
+        match call().await {
+            Err(err) if err.is_unavailable() => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            }
+            result => return result,
+        }
+    }
+    call().await
+}
+
 /// Returns the next instant at or after `now` inside the recipient's allowed window.
 fn next_allowed(profile: &RecipientProfile, now: Timestamp) -> Timestamp {
     let local = now.to_zoned(profile.time_zone.clone());
@@ -90,13 +109,17 @@ impl LeadActor {
         }
     }
 
-    async fn opted_out(&self, touch: &Touchpoint, channel: &str, address: &str) -> bool {
+    /// Returns whether the recipient opted out, or `None` (after giving the touch back for a
+    /// retry) when consent cannot be read: unknown consent means no send now, but it is not an
+    /// opt-out either, so the touch must not be cancelled for it.
+    async fn opted_out(&self, touch: &Touchpoint, channel: &str, address: &str) -> Option<bool> {
         match self.deps.consent.is_opted_out(touch.tenant_id, channel, address).await {
-            Ok(opted_out) => opted_out,
-            // Unknown consent means no send: retry later rather than risk texting an opt-out.
+            Ok(opted_out) => Some(opted_out),
             Err(err) => {
-                tracing::warn!(touchpoint_id = %touch.id, error = %err, "consent could not be read");
-                true
+                tracing::warn!(touchpoint_id = %touch.id, error = %err, "consent could not be read; will retry");
+                let retry_at = self.deps.clock.now() + SignedDuration::from_secs(5);
+                self.release(touch, "consent could not be read", Some(retry_at)).await;
+                None
             }
         }
     }
@@ -112,10 +135,14 @@ impl LeadActor {
             count(Channel::Sms, "failed");
             return;
         };
-        if self.opted_out(&touch, "sms", to.as_str()).await {
-            self.close(&touch, TouchpointStatus::Cancelled, "recipient opted out of sms").await;
-            count(Channel::Sms, "cancelled");
-            return;
+        match self.opted_out(&touch, "sms", to.as_str()).await {
+            None => return,
+            Some(true) => {
+                self.close(&touch, TouchpointStatus::Cancelled, "recipient opted out of sms").await;
+                count(Channel::Sms, "cancelled");
+                return;
+            }
+            Some(false) => {}
         }
         let location_tz = state.location.timezone.to_time_zone();
         let profile = recipient_profile(&self.deps.compliance, Some(&to), &location_tz, None);
@@ -164,10 +191,14 @@ impl LeadActor {
             count(Channel::Email, "failed");
             return;
         };
-        if self.opted_out(&touch, "email", to.as_str()).await {
-            self.close(&touch, TouchpointStatus::Cancelled, "recipient opted out of email").await;
-            count(Channel::Email, "cancelled");
-            return;
+        match self.opted_out(&touch, "email", to.as_str()).await {
+            None => return,
+            Some(true) => {
+                self.close(&touch, TouchpointStatus::Cancelled, "recipient opted out of email").await;
+                count(Channel::Email, "cancelled");
+                return;
+            }
+            Some(false) => {}
         }
         let rendered = match self.deps.renderer.render_email(&touch.template, lead, &state.location, touch.intended_at)
         {
@@ -237,15 +268,40 @@ impl LeadActor {
             Ok(sent) => {
                 // Our clock, not the provider's: Twilio dates have whole-second precision.
                 let accepted_at = deps.clock.now();
-                let recorded = deps
-                    .touches
-                    .record_touch_sent(touch.tenant_id, touch.id, attempt_id, &sent.provider_id, accepted_at)
-                    .await;
+                // The provider has it: recording that must survive a short database outage, or
+                // the row stays `sending` until the reconciler finds it at the provider.
+                let recorded = with_store_retries(|| {
+                    deps.touches.record_touch_sent(
+                        touch.tenant_id,
+                        touch.id,
+                        attempt_id,
+                        &sent.provider_id,
+                        accepted_at,
+                    )
+                })
+                .await;
                 if let Err(err) = recorded {
-                    tracing::warn!(touchpoint_id = %touch.id, error = %err, "sent touch could not be recorded");
+                    tracing::warn!(touchpoint_id = %touch.id, error = %err, "sent touch could not be recorded yet; retrying in the background");
+                    let touches = deps.touches.clone();
+                    let (tenant_id, touchpoint_id, provider_id) = (touch.tenant_id, touch.id, sent.provider_id.clone());
+                    tokio::spawn(async move {
+                        // Every 5 s for 10 minutes; after that the start-up reconciler finds it.
+                        for _ in 0..120 {
+                            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                            match touches
+                                .record_touch_sent(tenant_id, touchpoint_id, attempt_id, &provider_id, accepted_at)
+                                .await
+                            {
+                                Err(err) if err.is_unavailable() => continue,
+                                _ => return,
+                            }
+                        }
+                    });
                 }
                 count(channel, "sent");
-                match deps.touches.mark_first_touch(touch.tenant_id, touch.lead_id, accepted_at).await {
+                match with_store_retries(|| deps.touches.mark_first_touch(touch.tenant_id, touch.lead_id, accepted_at))
+                    .await
+                {
                     Ok(true) => {
                         let speed = state.lead.received_at.duration_until(accepted_at).as_secs_f64().max(0.0);
                         metrics::histogram!("leadorch_speed_to_lead_seconds").record(speed);

@@ -272,7 +272,17 @@ impl LocationActor {
         let interval = Self::interval(&state.location);
         state.next_slot = now + interval;
         let sender = self.lead_deps.sms.clone();
+        let touches = self.lead_deps.touches.clone();
         tokio::spawn(async move {
+            // A job may have waited in the queue: send only if its claim is still current (a
+            // released and re-claimed touch must not go out twice). Unknown means no.
+            let Some(attempt_id) = job.touch.attempt_id_opt else { return };
+            let current = confirm_with_retries(touches.as_ref(), &job.touch, attempt_id).await;
+            if !current {
+                tracing::warn!(touchpoint_id = %job.touch.id, "queued sms no longer claimed; not sent");
+                let _ = job.reply_to.cast(LeadMsg::SendAbandoned(job.touch.id));
+                return;
+            }
             let result = sender.send_sms(&job.sms).await;
             let (reply_to, finished) = finished(job, result);
             // A stopped lead actor leaves the touch in `sending`; start-up reconciles it.
@@ -283,6 +293,27 @@ impl LocationActor {
             myself.send_after(interval, || LocationMsg::ReleaseSms);
         }
     }
+}
+
+/// Confirms a queued job's claim, riding out a short database outage (about 8 s); unknown
+/// after that counts as not current, leaving the touch to the reconciler.
+async fn confirm_with_retries(
+    touches: &dyn crate::ports::TouchStore,
+    touch: &Touchpoint,
+    attempt_id: uuid::Uuid,
+) -> bool {
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..8 {
+        match touches.confirm_claim(touch.tenant_id, touch.id, attempt_id).await {
+            Ok(current) => return current,
+            Err(err) if err.is_unavailable() => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 fn finished(
