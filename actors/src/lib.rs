@@ -9,6 +9,8 @@
 //! - [`catalog`] — a location's service catalog, its freshness rule and the cache port.
 
 pub mod actors;
+pub mod ai;
+pub mod ai_router;
 pub mod catalog;
 pub mod compliance;
 pub mod domain;
