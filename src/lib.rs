@@ -15,6 +15,7 @@
 //! - [`ops`] — the operator commands behind the CLI.
 //! - [`telemetry`] — logging.
 
+pub mod ai;
 pub mod cache;
 pub mod catalog;
 pub mod config;

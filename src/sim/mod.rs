@@ -9,6 +9,8 @@
 //! - [`shopmonkey`]: ShopMonkey v3 (orders, customers, canned services, appointments, webhooks).
 //! - [`twilio`]: Twilio Programmable Messaging (sends, signed status callbacks, a scripted handset).
 
+pub mod anthropic;
+pub mod openai;
 pub mod sendgrid;
 mod server;
 pub mod shopmonkey;
