@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use leadorch_actors::ai::{AiError, AiProvider, ChatRequest, StreamEvent, Usage};
 
 use super::sse::SseFrame;
-use super::{MAX_STREAM_DURATION, StreamDecoder, StreamSettings, open_stream, wire_temperature};
-use crate::vendor_http::{self, REDACTED, RetryPolicy, debug_timeouts_and_retries, truncate_message};
+use super::{StreamDecoder, StreamSettings, endpoint_url, open_stream, stream_client, wire_temperature};
+use crate::vendor_http::{REDACTED, truncate_message};
 
 /// The API version this client speaks (the `anthropic-version` header).
 const API_VERSION: &str = "2023-06-01";
@@ -61,12 +61,15 @@ impl AnthropicConfig {
         }
     }
 
-    fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            max_retries: self.max_retries,
-            initial_backoff: self.initial_backoff,
-            max_backoff: self.max_backoff,
-        }
+    fn stream_settings(&self) -> StreamSettings {
+        StreamSettings::new(
+            "anthropic",
+            self.request_timeout,
+            self.idle_timeout,
+            self.max_retries,
+            self.initial_backoff,
+            self.max_backoff,
+        )
     }
 }
 
@@ -74,8 +77,7 @@ impl fmt::Debug for AnthropicConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut fields = f.debug_struct("AnthropicConfig");
         fields.field("base_url", &self.base_url).field("api_key", &REDACTED).field("model", &self.model);
-        debug_timeouts_and_retries(&mut fields, self.request_timeout, self.request_timeout, self.retry_policy());
-        fields.field("idle_timeout", &self.idle_timeout).finish()
+        self.stream_settings().finish_debug(&mut fields)
     }
 }
 
@@ -111,31 +113,17 @@ impl AnthropicProvider {
     /// The base URL is not an absolute http(s) URL, the key or model is empty, or the TLS
     /// backend fails to initialise.
     pub fn new(config: AnthropicConfig) -> Result<Self, AnthropicBuildError> {
-        let mut messages_url = vendor_http::parse_base_url(&config.base_url)
-            .map_err(|err| AnthropicBuildError::InvalidBaseUrl { url: config.base_url.clone(), reason: err.reason })?;
+        let messages_url = endpoint_url(&config.base_url, ["v1", "messages"])
+            .map_err(|reason| AnthropicBuildError::InvalidBaseUrl { url: config.base_url.clone(), reason })?;
         if config.api_key.expose_secret().is_empty() || config.model.trim().is_empty() {
             return Err(AnthropicBuildError::MissingSettings);
         }
-        messages_url
-            .path_segments_mut()
-            .expect("parse_base_url checked that the url can be a base")
-            .pop_if_empty()
-            .extend(["v1", "messages"]);
-        // The client's own timeout bounds a whole stream, so it is only the backstop; the
-        // request and idle timeouts are applied around each read.
-        let http = vendor_http::build_client(MAX_STREAM_DURATION, config.request_timeout)
-            .map_err(AnthropicBuildError::Http)?;
+        let http = stream_client(config.request_timeout).map_err(AnthropicBuildError::Http)?;
         Ok(Self { inner: Arc::new(Inner { http, messages_url, config }) })
     }
 
     fn settings(&self) -> StreamSettings {
-        let config = &self.inner.config;
-        StreamSettings {
-            vendor: "anthropic",
-            request_timeout: config.request_timeout,
-            idle_timeout: config.idle_timeout,
-            retry: config.retry_policy(),
-        }
+        self.inner.config.stream_settings()
     }
 }
 
@@ -316,12 +304,13 @@ mod tests {
 
     use leadorch_actors::ai::{ChatRole, ChatTurn};
 
+    use super::super::test_support::{SYSTEM, chat, collect, text_of};
+
     use super::*;
     use crate::sim::anthropic::{AiFault, AnthropicSim, AnthropicSimConfig};
 
     const KEY: &str = "sk-ant-test-key";
     const MODEL: &str = "claude-sonnet-4-5";
-    const SYSTEM: &str = "You are the assistant for Tint Co Austin.";
 
     async fn start_sim() -> AnthropicSim {
         AnthropicSim::start(AnthropicSimConfig { api_key: KEY.to_owned() }).await.expect("sim starts")
@@ -338,38 +327,6 @@ mod tests {
 
     fn provider(sim: &AnthropicSim) -> AnthropicProvider {
         AnthropicProvider::new(test_config(sim)).expect("provider")
-    }
-
-    fn chat(question: &str) -> ChatRequest {
-        ChatRequest {
-            system: SYSTEM.to_owned(),
-            turns: vec![ChatTurn { role: ChatRole::User, content: question.to_owned() }],
-            max_tokens: 256,
-            temperature: 0.3,
-            user_id_opt: Some("lead-123".to_owned()),
-        }
-    }
-
-    /// Reads a stream to its end under a deadline.
-    async fn collect(
-        mut events: tokio::sync::mpsc::Receiver<Result<StreamEvent, AiError>>,
-    ) -> Vec<Result<StreamEvent, AiError>> {
-        let mut collected = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(event) = events.recv().await {
-                collected.push(event);
-            }
-        })
-        .await
-        .expect("the stream ends");
-        collected
-    }
-
-    fn text_of(events: &[Result<StreamEvent, AiError>]) -> String {
-        events
-            .iter()
-            .filter_map(|event| if let Ok(StreamEvent::Delta(text)) = event { Some(text.as_str()) } else { None })
-            .collect()
     }
 
     #[tokio::test]

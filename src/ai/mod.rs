@@ -19,12 +19,13 @@ pub mod anthropic;
 pub mod openai;
 pub mod sse;
 
+use std::fmt;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use futures::{Stream, StreamExt};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::{RequestBuilder, StatusCode};
+use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -32,7 +33,7 @@ use tracing::{debug, warn};
 use leadorch_actors::ai::{AiError, StreamEvent};
 use leadorch_actors::ports::error_chain;
 
-use crate::vendor_http::{RetryPolicy, parse_retry_after, truncate_message};
+use crate::vendor_http::{self, RetryPolicy, debug_timeouts_and_retries, parse_retry_after, truncate_message};
 use sse::{SseError, SseFrame};
 
 /// Events buffered between the reading task and the consumer.
@@ -64,6 +65,40 @@ struct StreamSettings {
     /// Budget between two frames of a stream.
     idle_timeout: Duration,
     retry: RetryPolicy,
+}
+
+impl StreamSettings {
+    /// Copies a config's timeouts and retries.
+    fn new(
+        vendor: &'static str,
+        request_timeout: Duration,
+        idle_timeout: Duration,
+        max_retries: u32,
+        initial_backoff: Duration,
+        max_backoff: Duration,
+    ) -> Self {
+        let retry = RetryPolicy { max_retries, initial_backoff, max_backoff };
+        StreamSettings { vendor, request_timeout, idle_timeout, retry }
+    }
+
+    /// Ends a config's `Debug` with its timeouts and retries (the key is the caller's to redact).
+    fn finish_debug(&self, fields: &mut fmt::DebugStruct<'_, '_>) -> fmt::Result {
+        debug_timeouts_and_retries(fields, self.request_timeout, self.request_timeout, self.retry);
+        fields.field("idle_timeout", &self.idle_timeout).finish()
+    }
+}
+
+/// Returns `base_url` with `segments` appended, or why the base is not an absolute http(s) URL.
+fn endpoint_url(base_url: &str, segments: [&str; 2]) -> Result<Url, String> {
+    let mut url = vendor_http::parse_base_url(base_url).map_err(|err| err.reason)?;
+    url.path_segments_mut().expect("parse_base_url checked that the url can be a base").pop_if_empty().extend(segments);
+    Ok(url)
+}
+
+/// Builds the HTTP client of a streaming provider. Its own timeout bounds a whole stream, so it
+/// is only the backstop; the request and idle timeouts are applied around each read.
+fn stream_client(request_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    vendor_http::build_client(MAX_STREAM_DURATION, request_timeout)
 }
 
 /// Why one attempt failed before its first event.
@@ -294,6 +329,48 @@ fn wire_temperature(temperature: f32) -> f64 {
 /// Estimates tokens from characters (about four per token) when a provider reports none.
 fn estimate_tokens(chars: usize) -> u32 {
     u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX)
+}
+
+/// Requests and stream readers the clients' tests share.
+#[cfg(test)]
+mod test_support {
+    use std::time::Duration;
+
+    use leadorch_actors::ai::{AiError, ChatRequest, ChatRole, ChatTurn, StreamEvent};
+
+    pub(super) const SYSTEM: &str = "You are the assistant for Tint Co Austin.";
+
+    pub(super) fn chat(question: &str) -> ChatRequest {
+        ChatRequest {
+            system: SYSTEM.to_owned(),
+            turns: vec![ChatTurn { role: ChatRole::User, content: question.to_owned() }],
+            max_tokens: 256,
+            temperature: 0.3,
+            user_id_opt: Some("lead-123".to_owned()),
+        }
+    }
+
+    /// Reads a stream to its end under a deadline.
+    pub(super) async fn collect(
+        mut events: tokio::sync::mpsc::Receiver<Result<StreamEvent, AiError>>,
+    ) -> Vec<Result<StreamEvent, AiError>> {
+        let mut collected = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = events.recv().await {
+                collected.push(event);
+            }
+        })
+        .await
+        .expect("the stream ends");
+        collected
+    }
+
+    pub(super) fn text_of(events: &[Result<StreamEvent, AiError>]) -> String {
+        events
+            .iter()
+            .filter_map(|event| if let Ok(StreamEvent::Delta(text)) = event { Some(text.as_str()) } else { None })
+            .collect()
+    }
 }
 
 #[cfg(test)]

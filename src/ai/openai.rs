@@ -22,9 +22,10 @@ use leadorch_actors::ai::{AiError, AiProvider, ChatRequest, StreamEvent, Usage};
 
 use super::sse::SseFrame;
 use super::{
-    ErrorDetail, MAX_STREAM_DURATION, StreamDecoder, StreamSettings, estimate_tokens, open_stream, wire_temperature,
+    ErrorDetail, StreamDecoder, StreamSettings, endpoint_url, estimate_tokens, open_stream, stream_client,
+    wire_temperature,
 };
-use crate::vendor_http::{self, REDACTED, RetryPolicy, debug_timeouts_and_retries};
+use crate::vendor_http::REDACTED;
 
 /// Where and as whom the client talks to an OpenAI-compatible server, how long it waits and how
 /// hard it retries.
@@ -66,12 +67,15 @@ impl OpenAiConfig {
         }
     }
 
-    fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            max_retries: self.max_retries,
-            initial_backoff: self.initial_backoff,
-            max_backoff: self.max_backoff,
-        }
+    fn stream_settings(&self) -> StreamSettings {
+        StreamSettings::new(
+            "openai",
+            self.request_timeout,
+            self.idle_timeout,
+            self.max_retries,
+            self.initial_backoff,
+            self.max_backoff,
+        )
     }
 }
 
@@ -82,8 +86,7 @@ impl fmt::Debug for OpenAiConfig {
             .field("base_url", &self.base_url)
             .field("api_key_opt", &self.api_key_opt.as_ref().map(|_| REDACTED))
             .field("model", &self.model);
-        debug_timeouts_and_retries(&mut fields, self.request_timeout, self.request_timeout, self.retry_policy());
-        fields.field("idle_timeout", &self.idle_timeout).finish()
+        self.stream_settings().finish_debug(&mut fields)
     }
 }
 
@@ -119,31 +122,17 @@ impl OpenAiProvider {
     /// The base URL is not an absolute http(s) URL, the model is empty, or the TLS backend fails
     /// to initialise.
     pub fn new(config: OpenAiConfig) -> Result<Self, OpenAiBuildError> {
-        let mut completions_url = vendor_http::parse_base_url(&config.base_url)
-            .map_err(|err| OpenAiBuildError::InvalidBaseUrl { url: config.base_url.clone(), reason: err.reason })?;
+        let completions_url = endpoint_url(&config.base_url, ["chat", "completions"])
+            .map_err(|reason| OpenAiBuildError::InvalidBaseUrl { url: config.base_url.clone(), reason })?;
         if config.model.trim().is_empty() {
             return Err(OpenAiBuildError::MissingModel);
         }
-        completions_url
-            .path_segments_mut()
-            .expect("parse_base_url checked that the url can be a base")
-            .pop_if_empty()
-            .extend(["chat", "completions"]);
-        // The client's own timeout bounds a whole stream, so it is only the backstop; the
-        // request and idle timeouts are applied around each read.
-        let http =
-            vendor_http::build_client(MAX_STREAM_DURATION, config.request_timeout).map_err(OpenAiBuildError::Http)?;
+        let http = stream_client(config.request_timeout).map_err(OpenAiBuildError::Http)?;
         Ok(Self { inner: Arc::new(Inner { http, completions_url, config }) })
     }
 
     fn settings(&self) -> StreamSettings {
-        let config = &self.inner.config;
-        StreamSettings {
-            vendor: "openai",
-            request_timeout: config.request_timeout,
-            idle_timeout: config.idle_timeout,
-            retry: config.retry_policy(),
-        }
+        self.inner.config.stream_settings()
     }
 }
 
@@ -293,14 +282,13 @@ impl StreamDecoder for OpenAiDecoder {
 
 #[cfg(test)]
 mod tests {
-    use leadorch_actors::ai::{ChatRole, ChatTurn};
+    use super::super::test_support::{SYSTEM, chat, collect, text_of};
 
     use super::*;
     use crate::sim::openai::{AiFault, OpenAiSim, OpenAiSimConfig};
 
     const KEY: &str = "sk-test-openai";
     const MODEL: &str = "gpt-4o";
-    const SYSTEM: &str = "You are the assistant for Tint Co Austin.";
 
     async fn start_sim(api_key_opt: Option<&str>, include_usage_profile: bool) -> OpenAiSim {
         OpenAiSim::start(OpenAiSimConfig { api_key_opt: api_key_opt.map(str::to_owned), include_usage_profile })
@@ -319,37 +307,6 @@ mod tests {
 
     fn provider(sim: &OpenAiSim) -> OpenAiProvider {
         OpenAiProvider::new(test_config(sim, Some(KEY))).expect("provider")
-    }
-
-    fn chat(question: &str) -> ChatRequest {
-        ChatRequest {
-            system: SYSTEM.to_owned(),
-            turns: vec![ChatTurn { role: ChatRole::User, content: question.to_owned() }],
-            max_tokens: 256,
-            temperature: 0.3,
-            user_id_opt: Some("lead-123".to_owned()),
-        }
-    }
-
-    async fn collect(
-        mut events: tokio::sync::mpsc::Receiver<Result<StreamEvent, AiError>>,
-    ) -> Vec<Result<StreamEvent, AiError>> {
-        let mut collected = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(event) = events.recv().await {
-                collected.push(event);
-            }
-        })
-        .await
-        .expect("the stream ends");
-        collected
-    }
-
-    fn text_of(events: &[Result<StreamEvent, AiError>]) -> String {
-        events
-            .iter()
-            .filter_map(|event| if let Ok(StreamEvent::Delta(text)) = event { Some(text.as_str()) } else { None })
-            .collect()
     }
 
     #[tokio::test]

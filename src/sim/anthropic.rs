@@ -284,6 +284,15 @@ pub(super) fn content_text(content: &Value) -> String {
     }
 }
 
+impl AiSimCore {
+    /// Streams `frames` with the event-stream headers, applying the next stream fault (whose
+    /// error frame is `error_wire`) and the chunk delay.
+    pub(super) fn stream_answer(&self, frames: Vec<ScriptedFrame>, error_wire: String) -> Response {
+        let body = scripted_body(frames, self.take_stream_fault(), error_wire, self.chunk_delay());
+        (event_stream_headers(), body).into_response()
+    }
+}
+
 /// Returns the answer headers of a stream.
 pub(super) fn event_stream_headers() -> [(header::HeaderName, HeaderValue); 2] {
     [
@@ -291,6 +300,41 @@ pub(super) fn event_stream_headers() -> [(header::HeaderName, HeaderValue); 2] {
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
     ]
 }
+
+/// Writes the run-time controls both AI fakes expose on `$sim`, a struct with a `server:
+/// SimServer` and a `shared` holding an [`AiSimCore`] as `core`; `$delay_doc` documents
+/// `set_chunk_delay`.
+macro_rules! ai_sim_controls {
+    ($sim:ty, $delay_doc:literal) => {
+        impl $sim {
+            /// Stops accepting requests and waits (at most 5 s) for open connections to finish.
+            pub async fn shutdown(mut self) {
+                self.server.shutdown().await;
+            }
+
+            /// Returns every request received, refused ones included, in arrival order.
+            pub fn requests(&self) -> Vec<RecordedAiRequest> {
+                self.shared.core.requests()
+            }
+
+            /// Switches a fault on; see [`AiFault`] for how faults combine and count down.
+            pub fn set_fault(&self, fault: AiFault) {
+                self.shared.core.set_fault(fault);
+            }
+
+            /// Makes every later answer this text.
+            pub fn set_reply(&self, text: &str) {
+                self.shared.core.set_reply(text);
+            }
+
+            #[doc = $delay_doc]
+            pub fn set_chunk_delay(&self, delay: Duration) {
+                self.shared.core.set_chunk_delay(delay);
+            }
+        }
+    };
+}
+pub(super) use ai_sim_controls;
 
 // ---------------------------------------------------------------------------------------------
 // The Anthropic fake
@@ -337,32 +381,9 @@ impl AnthropicSim {
     pub fn base_url(&self) -> String {
         self.server.base_url()
     }
-
-    /// Stops accepting requests and waits (at most 5 s) for open connections to finish.
-    pub async fn shutdown(mut self) {
-        self.server.shutdown().await;
-    }
-
-    /// Returns every request received, refused ones included, in arrival order.
-    pub fn requests(&self) -> Vec<RecordedAiRequest> {
-        self.shared.core.requests()
-    }
-
-    /// Switches a fault on; see [`AiFault`] for how faults combine and count down.
-    pub fn set_fault(&self, fault: AiFault) {
-        self.shared.core.set_fault(fault);
-    }
-
-    /// Makes every later answer this text.
-    pub fn set_reply(&self, text: &str) {
-        self.shared.core.set_reply(text);
-    }
-
-    /// Waits this long before each text delta (slow tokens).
-    pub fn set_chunk_delay(&self, delay: Duration) {
-        self.shared.core.set_chunk_delay(delay);
-    }
 }
+
+ai_sim_controls!(AnthropicSim, "Waits this long before each text delta (slow tokens).");
 
 fn router(shared: Arc<Shared>) -> Router {
     Router::new().route("/v1/messages", post(create_message)).with_state(shared)
@@ -411,8 +432,7 @@ fn answer(shared: &Shared, headers: &HeaderMap, body: &Value, request_id: &str) 
         "error",
         &json!({ "type": "error", "error": { "type": "overloaded_error", "message": "Overloaded" } }),
     );
-    let body = scripted_body(frames, shared.core.take_stream_fault(), error_wire, shared.core.chunk_delay());
-    (event_stream_headers(), body).into_response()
+    shared.core.stream_answer(frames, error_wire)
 }
 
 /// The parts of a valid Messages request the fake answers from.

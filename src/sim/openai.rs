@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 pub use super::anthropic::{AiFault, RecordedAiRequest};
 use super::anthropic::{
-    AiRefusal, AiSimCore, ScriptedFrame, content_text, count_tokens, event_stream_headers, reply_pieces, scripted_body,
+    AiRefusal, AiSimCore, ScriptedFrame, ai_sim_controls, content_text, count_tokens, reply_pieces,
 };
 use super::server::SimServer;
 
@@ -83,32 +83,9 @@ impl OpenAiSim {
     pub fn base_url(&self) -> String {
         format!("{}/v1", self.server.base_url())
     }
-
-    /// Stops accepting requests and waits (at most 5 s) for open connections to finish.
-    pub async fn shutdown(mut self) {
-        self.server.shutdown().await;
-    }
-
-    /// Returns every request received, refused ones included, in arrival order.
-    pub fn requests(&self) -> Vec<RecordedAiRequest> {
-        self.shared.core.requests()
-    }
-
-    /// Switches a fault on; see [`AiFault`] for how faults combine and count down.
-    pub fn set_fault(&self, fault: AiFault) {
-        self.shared.core.set_fault(fault);
-    }
-
-    /// Makes every later answer this text.
-    pub fn set_reply(&self, text: &str) {
-        self.shared.core.set_reply(text);
-    }
-
-    /// Waits this long before each content chunk (slow tokens).
-    pub fn set_chunk_delay(&self, delay: Duration) {
-        self.shared.core.set_chunk_delay(delay);
-    }
 }
+
+ai_sim_controls!(OpenAiSim, "Waits this long before each content chunk (slow tokens).");
 
 fn router(shared: Arc<Shared>) -> Router {
     Router::new().route("/v1/chat/completions", post(create_completion)).with_state(shared)
@@ -190,8 +167,7 @@ fn answer(shared: &Shared, headers: &HeaderMap, body: &Value) -> Response {
         "message": "The server had an error while processing your request.",
         "type": "server_error", "param": null, "code": null,
     }}));
-    let body = scripted_body(frames, shared.core.take_stream_fault(), error_wire, shared.core.chunk_delay());
-    (event_stream_headers(), body).into_response()
+    shared.core.stream_answer(frames, error_wire)
 }
 
 /// The parts of a valid request the fake answers from.
