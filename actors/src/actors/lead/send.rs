@@ -58,6 +58,15 @@ impl LeadActor {
         touchpoint_id: TouchpointId,
     ) {
         let deps = &self.deps;
+        // The lead may have changed since this actor loaded it (a staff pause, a reply seen by
+        // another path): decide on what the store says now.
+        match deps.leads.get_lead(state.lead.tenant_id, state.lead.id).await {
+            Ok(fresh) => state.lead = fresh,
+            Err(err) => {
+                tracing::warn!(lead_id = %state.lead.id, error = %err, "lead could not be re-read; the touch waits");
+                return;
+            }
+        }
         let lead = &state.lead;
         let tenant_id = lead.tenant_id;
         if lead.status.stops_cadence() || lead.status == crate::domain::LeadStatus::Paused {

@@ -201,3 +201,35 @@ async fn a_burst_of_leads_is_paced_at_the_locations_rate_with_first_touches_firs
     assert!(world.store.touches().iter().all(|t| t.status == TouchpointStatus::Sent && t.attempts == 1));
     world.actor.stop(None);
 }
+
+#[tokio::test]
+async fn a_lead_paused_after_its_actor_loaded_it_sends_nothing_until_resumed() {
+    let world = world(10.0, quick_policy()).await;
+    let now = Timestamp::now();
+    let lead = add_lead(&world, "o1", "2125550142", &[step(0, Channel::Sms, now)]).await;
+    // Activate the actor while the lead is still in cadence, then pause it behind its back.
+    world
+        .actor
+        .cast(LocationMsg::ToLead(
+            lead.id,
+            LeadMsg::GetLead(ractor::RpcReplyPort::from(tokio::sync::oneshot::channel().0)),
+        ))
+        .expect("alive");
+    world.store.set_lead_status(lead.id, LeadStatus::Paused);
+
+    world
+        .actor
+        .cast(LocationMsg::ToLead(lead.id, LeadMsg::TouchDue(touches_of(&world, &lead)[0].id, now)))
+        .expect("alive");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(world.sender.sent().is_empty(), "a paused lead gets nothing");
+    assert_eq!(touches_of(&world, &lead)[0].status, TouchpointStatus::Pending, "the touch waits for a resume");
+    world.store.set_lead_status(lead.id, LeadStatus::InCadence);
+    world
+        .actor
+        .cast(LocationMsg::ToLead(lead.id, LeadMsg::TouchDue(touches_of(&world, &lead)[0].id, now)))
+        .expect("alive");
+    wait_until("sent after resume", || world.sender.sent().len() == 1).await;
+    world.actor.stop(None);
+}
