@@ -189,6 +189,28 @@ pub fn crm_client(settings: &Settings, store: &Store) -> anyhow::Result<ShopMonk
     ShopMonkeyClient::new(config, Arc::new(keys)).context("failed to build the shopmonkey client")
 }
 
+/// Runs a start-up read, retrying while the database is unavailable (a process restarted
+/// during a database outage waits for it, as migration does, instead of exiting).
+async fn with_startup_patience<T, F, Fut>(what: &str, mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, leadorch_actors::ports::StoreError>>,
+{
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(err) if err.is_unavailable() && started.elapsed() < STARTUP_DB_PATIENCE => {
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database unavailable while {what}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(err).with_context(|| format!("failed {what}")),
+        }
+    }
+}
+
 impl Application {
     /// Prepares the database, starts the actor tree and binds the listener.
     ///
@@ -226,15 +248,17 @@ impl Application {
             Arc::new(Templates::new(&settings.templates_source, links).context("invalid message templates")?);
         let compliance = Arc::new(settings.compliance.clone());
         // Before any actor sends: settle what a crash left half-sent.
-        let reconciled = reconcile::reconcile_in_flight(
-            &store,
-            vendors.sms.as_ref(),
-            vendors.email.as_ref(),
-            templates.as_ref(),
-            jiff::Timestamp::now(),
-        )
-        .await
-        .context("failed to reconcile interrupted sends")?;
+        let started_at = jiff::Timestamp::now();
+        let reconciled = with_startup_patience("reconciling interrupted sends", || {
+            reconcile::reconcile_in_flight(
+                &store,
+                vendors.sms.as_ref(),
+                vendors.email.as_ref(),
+                templates.as_ref(),
+                started_at,
+            )
+        })
+        .await?;
         if reconciled.deferred > 0 {
             tracing::warn!(deferred = reconciled.deferred, "some interrupted sends wait for the provider to answer");
         }
@@ -296,7 +320,7 @@ impl Application {
             },
         };
         let mut children = vec![factory.ingress_spec(), factory.scheduler_spec()];
-        children.extend(factory.directory_specs().await.context("failed to read tenants and locations")?);
+        children.extend(with_startup_patience("reading tenants and locations", || factory.directory_specs()).await?);
         let (root, root_join) = RootHandle::start(RootArgs { children, policy: RestartPolicy::default() })
             .await
             .context("failed to start the actor system")?;
