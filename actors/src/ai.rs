@@ -31,6 +31,74 @@ pub struct ChatRequest {
     pub temperature: f32,
     /// An opaque id for the provider's abuse monitoring (the lead id), never PII.
     pub user_id_opt: Option<String>,
+    /// The facts `system` was rendered from. Vendor providers send only `system`; the offline
+    /// scripted provider answers from these facts directly.
+    pub grounding_opt: Option<std::sync::Arc<Grounding>>,
+}
+
+/// What the assistant may say about one lead, gathered fresh for every reply: only this lead's
+/// and its location's facts, never another lead's or tenant's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grounding {
+    #[serde(rename = "first_name")]
+    pub first_name_opt: Option<String>,
+    /// "2021 Tesla Model 3".
+    #[serde(rename = "vehicle")]
+    pub vehicle_opt: Option<String>,
+    pub requested_services: Vec<String>,
+    pub location_name: String,
+    #[serde(rename = "location_phone")]
+    pub location_phone_opt: Option<String>,
+    #[serde(rename = "location_address")]
+    pub location_address_opt: Option<String>,
+    /// IANA zone of the location; every time shown is in it.
+    pub timezone: String,
+    /// "Thursday, November 26, 2026 3:05 PM" in the location's zone.
+    pub now_label: String,
+    /// One line per weekday: "Monday: 8:00 AM - 6:00 PM" or "Sunday: closed".
+    pub hours: Vec<String>,
+    /// The location's catalog, the only prices the assistant may quote.
+    pub prices: Vec<PriceLine>,
+    /// Free appointment slots inside the location's hours, soonest first.
+    pub slots: Vec<OfferedSlot>,
+    /// The lead's booked appointment, if any.
+    #[serde(rename = "appointment")]
+    pub appointment_opt: Option<OfferedSlot>,
+    /// What became of a booking the customer asked for with the message being answered.
+    #[serde(rename = "booking")]
+    pub booking_opt: Option<BookingOutcome>,
+}
+
+/// One service and its price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceLine {
+    pub name: String,
+    pub price_cents: i64,
+    /// "$249.00".
+    pub price: String,
+}
+
+/// An appointment time, as offered to the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferedSlot {
+    /// The start instant (RFC 3339, UTC): what the chat page sends back to book it.
+    pub id: String,
+    pub starts_at: jiff::Timestamp,
+    pub ends_at: jiff::Timestamp,
+    /// "Fri Nov 27, 10:00 AM" in the location's zone.
+    pub label: String,
+}
+
+/// The result of a booking request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum BookingOutcome {
+    /// Booked; the slot is the appointment.
+    Booked { slot: OfferedSlot },
+    /// The time is no longer free (or never was): offer others.
+    Unavailable { requested: String },
+    /// The booking could not be completed now; staff will follow up.
+    Failed,
 }
 
 /// Tokens a completion used.

@@ -11,6 +11,7 @@
 pub mod actors;
 pub mod ai;
 pub mod ai_router;
+pub mod booking;
 pub mod catalog;
 pub mod compliance;
 pub mod domain;

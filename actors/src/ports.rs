@@ -503,3 +503,104 @@ pub trait TouchRenderer: Send + Sync + std::fmt::Debug {
         issued_at: Timestamp,
     ) -> Result<RenderedEmail, String>;
 }
+
+/// One stored message of a conversation, as the chat session replays it to the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChatTurn {
+    pub id: uuid::Uuid,
+    /// `user`, `assistant`, `staff` or `system`.
+    pub role: String,
+    pub content: String,
+    /// `complete`, `partial` or `error`.
+    pub status: String,
+}
+
+/// How a reply ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyEnd {
+    Complete,
+    /// The stream broke after some text; the text so far is kept as such.
+    Partial,
+    /// No text at all.
+    Error,
+}
+
+/// A finished assistant reply with its accounting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedReply {
+    pub content: String,
+    pub end: ReplyEnd,
+    pub provider_opt: Option<String>,
+    pub model_opt: Option<String>,
+    pub usage: crate::ai::Usage,
+    pub cost_micros: u64,
+    pub first_token_ms_opt: Option<u32>,
+    pub total_ms: u32,
+}
+
+/// A lead's conversation in the store.
+#[async_trait::async_trait]
+pub trait ChatStore: Send + Sync + std::fmt::Debug {
+    /// Returns the conversation, oldest first.
+    async fn history(&self, tenant_id: TenantId, lead_id: LeadId) -> Result<Vec<StoredChatTurn>, StoreError>;
+
+    /// Stores a customer message and, in the same transaction, marks the lead replied and
+    /// cancels its pending touches. Returns the message id.
+    async fn record_customer_message(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        text: &str,
+    ) -> Result<uuid::Uuid, StoreError>;
+
+    /// Stores an empty assistant message (status partial) that a reply will fill; returns its id.
+    async fn start_reply(&self, tenant_id: TenantId, lead_id: LeadId) -> Result<uuid::Uuid, StoreError>;
+
+    /// Stores the end of a reply.
+    async fn finish_reply(
+        &self,
+        tenant_id: TenantId,
+        message_id: uuid::Uuid,
+        reply: &FinishedReply,
+    ) -> Result<(), StoreError>;
+}
+
+/// Why a booking did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BookingError {
+    /// The time is not (or no longer) a free slot of the location.
+    #[error("that time is not available")]
+    Unavailable,
+    /// The lead already has an appointment.
+    #[error("the lead already has an appointment")]
+    AlreadyBooked,
+    /// The store or the CRM failed.
+    #[error("booking failed: {0}")]
+    Failed(String),
+}
+
+/// What a chat session needs beyond its messages: the lead's facts, booking, and the prompt.
+#[async_trait::async_trait]
+pub trait ChatBackend: Send + Sync + std::fmt::Debug {
+    /// Gathers the lead's facts (its location's hours, prices and free slots) for a reply.
+    async fn grounding(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        now: Timestamp,
+    ) -> Result<crate::ai::Grounding, StoreError>;
+
+    /// Books the slot starting at `starts_at` for the lead: checks it is still free and inside
+    /// the location's hours, stores the appointment (the lead becomes `booked`, its cadence
+    /// stops) and creates it in the CRM.
+    async fn book(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        starts_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<crate::ai::OfferedSlot, BookingError>;
+
+    /// Renders the system prompt from the facts.
+    fn render_system(&self, grounding: &crate::ai::Grounding) -> Result<String, String>;
+}

@@ -55,6 +55,7 @@ fn request() -> ChatRequest {
         max_tokens: 100,
         temperature: 0.3,
         user_id_opt: None,
+        grounding_opt: None,
     }
 }
 
