@@ -5,6 +5,7 @@
 //! relations).
 
 mod api_keys;
+mod appointments;
 mod catalog;
 mod chat;
 mod consent;
@@ -25,8 +26,9 @@ use secrecy::ExposeSecret;
 use tokio_postgres::NoTls;
 
 pub use self::api_keys::{ApiKeyRepo, CreatedApiKey, StaffKey};
+pub use self::appointments::{Appointment, AppointmentRepo, NewAppointment};
 pub use self::catalog::CatalogRepo;
-pub use self::chat::{ChatMessage, ChatRepo};
+pub use self::chat::{ChatMessage, ChatRepo, CustomerMessage, ReplyRecord, ReplyStatus};
 pub use self::consent::ConsentRepo;
 pub(crate) use self::error::{pg_error, pool_error};
 pub use self::inbox::InboxRepo;
@@ -51,6 +53,7 @@ pub struct Store {
     pub consent: ConsentRepo,
     pub chat: ChatRepo,
     pub catalog: CatalogRepo,
+    pub appointments: AppointmentRepo,
 }
 
 impl Store {
@@ -75,6 +78,7 @@ impl Store {
             consent: ConsentRepo::new(pool.clone()),
             chat: ChatRepo::new(pool.clone()),
             catalog: CatalogRepo::new(pool.clone()),
+            appointments: AppointmentRepo::new(pool.clone()),
             pool,
         }
     }

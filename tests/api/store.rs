@@ -2,8 +2,8 @@
 //! touchpoint claim protocol, the inbox, hours and typed errors.
 
 use jiff::{SignedDuration, Timestamp};
-use leadorch::store::{InboxInsert, LeadCreated};
-use leadorch_actors::domain::{LeadStatus, TouchpointStatus, WeeklyHours};
+use leadorch::store::{AppointmentRepo, InboxInsert, LeadCreated, NewAppointment, ReplyRecord, ReplyStatus};
+use leadorch_actors::domain::{LeadId, LeadStatus, TouchpointStatus, WeeklyHours};
 use leadorch_actors::ports::StoreError;
 
 use crate::helpers::{TestDb, far_future, new_lead, seed_tenant, two_step_plan};
@@ -246,4 +246,270 @@ async fn a_store_call_answers_unavailable_when_postgres_cannot_be_reached() {
     let result = store.tenants.list().await;
 
     assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
+}
+
+/// A lead of `location` for `order_id` with the two-step plan pending.
+async fn lead_with_plan(
+    store: &leadorch::store::Store,
+    location: &leadorch_actors::domain::Location,
+    order_id: &str,
+) -> leadorch_actors::domain::Lead {
+    store
+        .leads
+        .create_with_plan(&new_lead(location, order_id), None, &two_step_plan())
+        .await
+        .expect("create")
+        .lead()
+        .clone()
+}
+
+/// A one-hour slot starting `hours_ahead` hours from now, for `lead`.
+fn slot(lead: &leadorch_actors::domain::Lead, hours_ahead: i64) -> NewAppointment {
+    // Whole seconds: PostgreSQL keeps microseconds, jiff nanoseconds.
+    let now = Timestamp::from_second(Timestamp::now().as_second()).expect("now");
+    let starts_at = now + SignedDuration::from_hours(hours_ahead);
+    NewAppointment {
+        location_id: lead.location_id,
+        lead_id: lead.id,
+        starts_at,
+        ends_at: starts_at + SignedDuration::from_hours(1),
+        service_opt: Some("Ceramic tint".to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn a_customer_message_is_stored_marks_the_lead_replied_and_cancels_pending_touches() {
+    let db = TestDb::migrated().await;
+    let store = db.store();
+    let (tenant, location) = seed_tenant(&store, "Tint Co").await;
+    let lead = lead_with_plan(&store, &location, "ord_chat_1").await;
+
+    let first = store.chat.append_customer_message(tenant.id, lead.id, "Is Friday ok?").await.expect("append");
+    let second = store.chat.append_customer_message(tenant.id, lead.id, "Or Saturday").await.expect("append");
+
+    assert!(first.lead_stopped, "the first reply stops the cadence");
+    assert!(!second.lead_stopped, "a replied lead stays replied");
+    assert_eq!(first.session_id, second.session_id, "both join the one open session");
+    assert_eq!(store.leads.get(tenant.id, lead.id).await.expect("lead").status, LeadStatus::Replied);
+    let plan = store.touchpoints.for_lead(tenant.id, lead.id).await.expect("plan");
+    assert!(plan.iter().all(|t| t.status == TouchpointStatus::Cancelled));
+    assert!(plan.iter().all(|t| t.last_error_opt.as_deref() == Some("customer replied")));
+    let history = store.chat.history(tenant.id, lead.id).await.expect("history");
+    assert_eq!(history.len(), 2);
+    assert_eq!((history[0].id, history[0].role.as_str()), (first.id, "user"));
+    assert_eq!(history[0].content, "Is Friday ok?");
+    assert_eq!(history[1].content, "Or Saturday");
+    let missing = store.chat.append_customer_message(tenant.id, LeadId::new(), "hello").await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_reply_is_stored_with_provider_usage_cost_and_latency() {
+    let db = TestDb::migrated().await;
+    let store = db.store();
+    let (tenant, location) = seed_tenant(&store, "Tint Co").await;
+    let lead = lead_with_plan(&store, &location, "ord_chat_2").await;
+    store.chat.append_customer_message(tenant.id, lead.id, "How much for a Camry?").await.expect("append");
+
+    let reply_id = store.chat.start_reply(tenant.id, lead.id).await.expect("start");
+
+    let pending = store.chat.history(tenant.id, lead.id).await.expect("history");
+    let placeholder = pending.iter().find(|m| m.id == reply_id).expect("placeholder stored");
+    assert_eq!((placeholder.role.as_str(), placeholder.status.as_str()), ("assistant", "partial"));
+    assert_eq!(placeholder.content, "");
+    assert_eq!(placeholder.provider, None);
+    let record = ReplyRecord {
+        content: "Ceramic tint on a Camry is $399.".to_owned(),
+        status: ReplyStatus::Complete,
+        provider_opt: Some("anthropic".to_owned()),
+        model_opt: Some("claude-test".to_owned()),
+        tokens_in: 812,
+        tokens_out: 41,
+        cost_micros: 2_950,
+        first_token_ms_opt: Some(420),
+        total_ms: 1_310,
+    };
+    store.chat.finish_reply(tenant.id, reply_id, &record).await.expect("finish");
+
+    let history = store.chat.history(tenant.id, lead.id).await.expect("history");
+    let reply = history.iter().find(|m| m.id == reply_id).expect("reply");
+    assert_eq!(reply.status, "complete");
+    assert_eq!(reply.content, record.content);
+    assert_eq!((reply.provider.as_deref(), reply.model.as_deref()), (Some("anthropic"), Some("claude-test")));
+    assert_eq!((reply.tokens_in, reply.tokens_out, reply.cost_micros), (Some(812), Some(41), Some(2_950)));
+    assert_eq!((reply.first_token_ms, reply.total_ms), (Some(420), Some(1_310)));
+    let json = serde_json::to_value(&history[0]).expect("json");
+    assert!(json.get("provider").is_none(), "a customer message serialises without usage fields: {json}");
+
+    let huge = ReplyRecord { tokens_in: u32::MAX, cost_micros: u64::MAX, status: ReplyStatus::Error, ..record };
+    store.chat.finish_reply(tenant.id, reply_id, &huge).await.expect("saturates");
+    let history = store.chat.history(tenant.id, lead.id).await.expect("history");
+    let reply = history.iter().find(|m| m.id == reply_id).expect("reply");
+    assert_eq!((reply.status.as_str(), reply.tokens_in, reply.cost_micros), ("error", Some(i32::MAX), Some(i64::MAX)));
+
+    let system = store.chat.append_assistant(tenant.id, lead.id, "You're unsubscribed.").await.expect("append");
+    let history = store.chat.history(tenant.id, lead.id).await.expect("history");
+    let confirmation = history.iter().find(|m| m.id == system).expect("confirmation");
+    assert_eq!((confirmation.role.as_str(), confirmation.status.as_str()), ("assistant", "complete"));
+    let missing = store.chat.finish_reply(tenant.id, uuid::Uuid::now_v7(), &huge).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    let user_message = history[0].id;
+    let not_assistant = store.chat.finish_reply(tenant.id, user_message, &huge).await;
+    assert!(matches!(not_assistant, Err(StoreError::NotFound)), "only assistant messages are finished");
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn booking_a_slot_stores_the_appointment_books_the_lead_and_cancels_touches() {
+    let db = TestDb::migrated().await;
+    let store = db.store();
+    let (tenant, location) = seed_tenant(&store, "Tint Co").await;
+    let lead = lead_with_plan(&store, &location, "ord_book_1").await;
+    let new = slot(&lead, 48);
+
+    let booked = store.appointments.book(tenant.id, &new).await.expect("book");
+
+    assert_eq!((booked.tenant_id, booked.location_id, booked.lead_id), (tenant.id, location.id, lead.id));
+    assert_eq!((booked.starts_at, booked.ends_at), (new.starts_at, new.ends_at));
+    assert_eq!((booked.service_opt.as_deref(), booked.status.as_str()), (Some("Ceramic tint"), "booked"));
+    assert_eq!(booked.crm_appointment_id_opt, None);
+    assert_eq!(store.leads.get(tenant.id, lead.id).await.expect("lead").status, LeadStatus::Booked);
+    let plan = store.touchpoints.for_lead(tenant.id, lead.id).await.expect("plan");
+    assert!(
+        plan.iter().all(|t| t.status == TouchpointStatus::Cancelled && t.last_error_opt.as_deref() == Some("booked"))
+    );
+    let busy = store
+        .appointments
+        .booked_between(tenant.id, location.id, new.starts_at - SignedDuration::from_hours(24), new.ends_at)
+        .await
+        .expect("busy");
+    assert_eq!(busy, vec![(new.starts_at, new.ends_at)]);
+    let after = store.appointments.booked_between(tenant.id, location.id, new.ends_at, far_future()).await.expect("q");
+    assert!(after.is_empty(), "a range starting at the end does not overlap");
+
+    store.appointments.set_crm_id(tenant.id, booked.id, "appt_77").await.expect("crm id");
+    let of_lead = store.appointments.of_lead(tenant.id, lead.id).await.expect("of lead").expect("booked");
+    assert_eq!(of_lead.crm_appointment_id_opt.as_deref(), Some("appt_77"));
+    assert_eq!(store.appointments.list_for_lead(tenant.id, lead.id).await.expect("list"), vec![of_lead.clone()]);
+    let json = serde_json::to_value(&of_lead).expect("json");
+    assert_eq!(json["service"], "Ceramic tint");
+    assert_eq!(json["crm_appointment_id"], "appt_77");
+
+    let again = store.appointments.book(tenant.id, &slot(&lead, 72)).await;
+    assert!(
+        matches!(&again, Err(StoreError::Conflict { constraint }) if constraint == AppointmentRepo::LEAD_ALREADY_BOOKED),
+        "{again:?}"
+    );
+    let missing = store.appointments.set_crm_id(tenant.id, uuid::Uuid::now_v7(), "appt_78").await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_slot_that_overlaps_a_booked_appointment_is_refused() {
+    let db = TestDb::migrated().await;
+    let store = db.store();
+    let (tenant, location) = seed_tenant(&store, "Tint Co").await;
+    let first = lead_with_plan(&store, &location, "ord_overlap_1").await;
+    let second = lead_with_plan(&store, &location, "ord_overlap_2").await;
+    let booked = store.appointments.book(tenant.id, &slot(&first, 24)).await.expect("book");
+
+    let mut overlapping = slot(&second, 24);
+    overlapping.starts_at = booked.starts_at + SignedDuration::from_mins(30);
+    overlapping.ends_at = booked.ends_at + SignedDuration::from_mins(30);
+    let refused = store.appointments.book(tenant.id, &overlapping).await;
+
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict { constraint }) if constraint == AppointmentRepo::SLOT_TAKEN),
+        "{refused:?}"
+    );
+    assert_eq!(store.leads.get(tenant.id, second.id).await.expect("lead").status, LeadStatus::InCadence);
+    let plan = store.touchpoints.for_lead(tenant.id, second.id).await.expect("plan");
+    assert!(plan.iter().all(|t| t.status == TouchpointStatus::Pending), "a refused booking changes nothing");
+    let mut adjacent = slot(&second, 24);
+    adjacent.starts_at = booked.ends_at;
+    adjacent.ends_at = booked.ends_at + SignedDuration::from_hours(1);
+    store.appointments.book(tenant.id, &adjacent).await.expect("the slot right after is free");
+    let mut backwards = slot(&first, 30);
+    backwards.ends_at = backwards.starts_at;
+    let empty = store.appointments.book(tenant.id, &backwards).await;
+    assert!(matches!(empty, Err(StoreError::Invalid(_))), "{empty:?}");
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn two_concurrent_bookings_of_one_slot_yield_one_appointment() {
+    let db = TestDb::migrated().await;
+    let store = db.store();
+    let (tenant, location) = seed_tenant(&store, "Tint Co").await;
+    let first = lead_with_plan(&store, &location, "ord_race_1").await;
+    let second = lead_with_plan(&store, &location, "ord_race_2").await;
+    let for_first = slot(&first, 24);
+    let for_second = NewAppointment { lead_id: second.id, ..for_first.clone() };
+
+    let (a, b) =
+        tokio::join!(store.appointments.book(tenant.id, &for_first), store.appointments.book(tenant.id, &for_second));
+
+    let oks = [&a, &b].iter().filter(|r| r.is_ok()).count();
+    let conflicts = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Conflict { constraint }) if constraint == AppointmentRepo::SLOT_TAKEN))
+        .count();
+    assert_eq!((oks, conflicts), (1, 1), "{a:?} / {b:?}");
+    let busy =
+        store.appointments.booked_between(tenant.id, location.id, Timestamp::now(), far_future()).await.expect("busy");
+    assert_eq!(busy.len(), 1);
+    let statuses = [
+        store.leads.get(tenant.id, first.id).await.expect("lead").status,
+        store.leads.get(tenant.id, second.id).await.expect("lead").status,
+    ];
+    assert_eq!(statuses.iter().filter(|s| **s == LeadStatus::Booked).count(), 1);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn appointments_and_chat_of_one_tenant_are_invisible_to_another() {
+    let db = TestDb::migrated().await;
+    let store = db.store();
+    let (tenant_a, location_a) = seed_tenant(&store, "Tint Co").await;
+    let (tenant_b, location_b) = seed_tenant(&store, "Other Co").await;
+    let lead = lead_with_plan(&store, &location_a, "ord_iso_1").await;
+    let booked = store.appointments.book(tenant_a.id, &slot(&lead, 24)).await.expect("book");
+    let reply_id = store.chat.start_reply(tenant_a.id, lead.id).await.expect("start");
+    store.chat.append_customer_message(tenant_a.id, lead.id, "hi").await.expect("append");
+
+    let b = tenant_b.id;
+    assert!(store.chat.history(b, lead.id).await.expect("history").is_empty());
+    let record = ReplyRecord {
+        content: "hijacked".to_owned(),
+        status: ReplyStatus::Complete,
+        provider_opt: None,
+        model_opt: None,
+        tokens_in: 1,
+        tokens_out: 1,
+        cost_micros: 1,
+        first_token_ms_opt: None,
+        total_ms: 1,
+    };
+    assert!(matches!(store.chat.finish_reply(b, reply_id, &record).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.chat.start_reply(b, lead.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.chat.append_assistant(b, lead.id, "x").await, Err(StoreError::NotFound)));
+    assert!(matches!(store.chat.append_customer_message(b, lead.id, "x").await, Err(StoreError::NotFound)));
+    assert!(store.appointments.of_lead(b, lead.id).await.expect("of lead").is_none());
+    assert!(store.appointments.list_for_lead(b, lead.id).await.expect("list").is_empty());
+    let busy = store.appointments.booked_between(b, location_a.id, Timestamp::now(), far_future()).await.expect("q");
+    assert!(busy.is_empty());
+    assert!(matches!(store.appointments.set_crm_id(b, booked.id, "appt_x").await, Err(StoreError::NotFound)));
+    let foreign = NewAppointment { location_id: location_b.id, ..slot(&lead, 96) };
+    assert!(matches!(store.appointments.book(b, &foreign).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.appointments.book(b, &slot(&lead, 96)).await, Err(StoreError::NotFound)));
+
+    let history = store.chat.history(tenant_a.id, lead.id).await.expect("history");
+    let placeholder = history.iter().find(|m| m.id == reply_id).expect("reply");
+    assert_eq!((placeholder.content.as_str(), placeholder.status.as_str()), ("", "partial"));
+    let own = store.appointments.of_lead(tenant_a.id, lead.id).await.expect("of lead").expect("booked");
+    assert_eq!(own.crm_appointment_id_opt, None);
+    assert_eq!(store.appointments.list_for_lead(tenant_a.id, lead.id).await.expect("list").len(), 1);
+    db.drop_database().await;
 }
