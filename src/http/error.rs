@@ -25,6 +25,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("{0}")]
     Unprocessable(String),
+    /// The caller sent too many requests; it may retry after `retry_after_secs` (`Retry-After`).
+    #[error("too many requests")]
+    RateLimited { retry_after_secs: u64 },
     /// A dependency (the database) is unavailable; the client should retry.
     #[error("service unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -54,6 +57,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -69,6 +73,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let ApiError::RateLimited { retry_after_secs } = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
