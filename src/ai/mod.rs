@@ -17,6 +17,8 @@
 
 pub mod anthropic;
 pub mod openai;
+pub mod providers;
+pub mod scripted;
 pub mod sse;
 
 use std::fmt;
@@ -347,6 +349,7 @@ mod test_support {
             max_tokens: 256,
             temperature: 0.3,
             user_id_opt: Some("lead-123".to_owned()),
+            grounding_opt: None,
         }
     }
 

@@ -33,6 +33,13 @@ pub(crate) const OVERRIDES: &[EnvOverride] = &[
     EnvOverride { var: "LEADORCH_TWILIO_BASE_URL", key: "twilio.base_url", kind: EnvKind::Text },
     EnvOverride { var: "LEADORCH_SENDGRID_BASE_URL", key: "sendgrid.base_url", kind: EnvKind::Text },
     EnvOverride { var: "LEADORCH_POLL_INTERVAL_SECS", key: "poller.interval_secs", kind: EnvKind::Unsigned },
+    EnvOverride { var: "LEADORCH_AI_PROVIDER", key: "ai.provider", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_AI_FALLBACK", key: "ai.fallback", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_ANTHROPIC_BASE_URL", key: "ai.anthropic.base_url", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_ANTHROPIC_MODEL", key: "ai.anthropic.model", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_OPENAI_BASE_URL", key: "ai.openai.base_url", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_OPENAI_MODEL", key: "ai.openai.model", kind: EnvKind::Text },
+    EnvOverride { var: "LEADORCH_AI_RATE_LIMIT_PER_MINUTE", key: "ai.rate_limit_per_minute", kind: EnvKind::Unsigned },
 ];
 
 /// The profile to load (`config/{profile}.toml`); CLI `--profile` wins.

@@ -6,6 +6,7 @@
 //! The loader takes the file contents and an environment map as arguments, so tests build
 //! settings without touching the process environment.
 
+pub mod ai;
 pub(crate) mod env;
 
 use std::collections::HashMap;
@@ -87,6 +88,8 @@ struct RawSettings {
     sending: RawSending,
     compliance: ComplianceRules,
     catalog: RawCatalog,
+    ai: ai::RawAi,
+    booking: ai::RawBooking,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,8 +219,11 @@ pub struct Settings {
     pub compliance: ComplianceRules,
     pub cadences: CadenceBook,
     pub catalog: CatalogSettings,
+    pub ai: ai::AiSettings,
     /// The message templates' TOML (`config/templates.toml`), parsed when the renderer is built.
     pub templates_source: String,
+    /// The chat's system prompt template (`config/prompts/chat.j2`).
+    pub prompt_source: String,
     pub secrets: Secrets,
 }
 
@@ -388,6 +394,9 @@ impl Settings {
         if let Some(templates) = read_optional(&config_dir.join("templates.toml"))? {
             settings.templates_source = templates;
         }
+        if let Some(prompt) = read_optional(&config_dir.join("prompts").join("chat.j2"))? {
+            settings.prompt_source = prompt;
+        }
         Ok(settings)
     }
 
@@ -552,6 +561,7 @@ impl Settings {
             },
             compliance: raw.compliance,
             cadences: parse_cadences(DEFAULT_CADENCES)?,
+            ai: ai::AiSettings::validate(raw.ai, raw.booking)?,
             catalog: CatalogSettings {
                 ttl: Duration::from_secs(raw.catalog.ttl_secs),
                 max_stale: Duration::from_secs(raw.catalog.max_stale_secs),
@@ -559,6 +569,7 @@ impl Settings {
                 failure_backoff: Duration::from_secs(raw.catalog.failure_backoff_secs),
             },
             templates_source: crate::templates::DEFAULT_TEMPLATES.to_owned(),
+            prompt_source: crate::chat::DEFAULT_PROMPT.to_owned(),
             secrets,
         })
     }
