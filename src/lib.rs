@@ -18,6 +18,7 @@
 pub mod ai;
 pub mod cache;
 pub mod catalog;
+pub mod chat;
 pub mod config;
 pub mod crm;
 pub mod http;

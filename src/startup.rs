@@ -19,12 +19,15 @@ use leadorch_actors::planner::CadencePlanner;
 use leadorch_actors::ports::{Directory, SystemClock};
 use tokio::net::TcpListener;
 
+use crate::ai::providers::build_router;
 use crate::cache::{LayeredCache, MemoryCatalogCache, RedisCatalogCache};
 use crate::catalog::{CatalogPolicy, CatalogService};
+use crate::chat::{Prompt, StoreChat, StoreChatBackend};
 use crate::config::Settings;
 use crate::crm::keys::{SecretBox, StoredCrmKeys};
 use crate::crm::shopmonkey::events::ShopMonkeyEventDecoder;
 use crate::crm::shopmonkey::{ShopMonkeyClient, ShopMonkeyConfig};
+use crate::http::rate_limit::{Limit, RateLimiter};
 use crate::http::{self, AppState};
 use crate::links::LinkSigner;
 use crate::messaging::sendgrid_events::EventVerifier;
@@ -32,6 +35,7 @@ use crate::reconcile;
 use crate::store::{self, Store};
 use crate::templates::Templates;
 use crate::vendors::{VendorMode, Vendors, build_vendors};
+use leadorch_actors::actors::chat::{ChatDeps, ChatHub, ChatPolicy};
 
 /// How often the directory of tenants and locations is re-read, so tenants and locations added
 /// while the process runs get their poller and location actor.
@@ -56,6 +60,8 @@ pub struct Application {
     vendors: Vendors,
     /// Closed at shutdown so its reconnect loop stops.
     redis_cache_opt: Option<RedisCatalogCache>,
+    /// Tells long-lived responses that shutdown has begun.
+    shutdown_tx: tokio::sync::watch::Sender<bool>,
 }
 
 /// Builds the root supervisor's children for what the directory holds now.
@@ -245,7 +251,9 @@ impl Application {
         let vendors = build_vendors(&settings, mode).await?;
         let links = LinkSigner::new(&secret_key, &settings.http.public_url, settings.links_valid_for);
         let templates: Arc<Templates> =
-            Arc::new(Templates::new(&settings.templates_source, links).context("invalid message templates")?);
+            Arc::new(Templates::new(&settings.templates_source, links.clone()).context("invalid message templates")?);
+        let prompt = Arc::new(Prompt::new(&settings.prompt_source).context("invalid chat prompt")?);
+        let ai_router = build_router(&settings.ai, &settings.secrets).context("invalid ai provider settings")?;
         let compliance = Arc::new(settings.compliance.clone());
         // Before any actor sends: settle what a crash left half-sent.
         let started_at = jiff::Timestamp::now();
@@ -341,7 +349,40 @@ impl Application {
                 None
             }
         };
-        let (catalog, redis_cache_opt) = catalog_service(&settings, store.clone(), crm).await?;
+        let (catalog, redis_cache_opt) = catalog_service(&settings, store.clone(), crm.clone()).await?;
+        let chat = ChatHub::new(
+            Arc::new(ChatDeps {
+                store: Arc::new(StoreChat::new(store.clone())),
+                backend: Arc::new(StoreChatBackend::new(
+                    store.clone(),
+                    catalog.clone(),
+                    crm,
+                    prompt,
+                    settings.ai.slots,
+                )),
+                router: ai_router,
+                clock: Arc::new(SystemClock),
+                policy: ChatPolicy {
+                    idle_after: settings.ai.session_idle,
+                    history_token_budget: settings.ai.history_token_budget,
+                    max_tokens: settings.ai.max_tokens,
+                    temperature: settings.ai.temperature,
+                    ..ChatPolicy::default()
+                },
+            }),
+            registry.clone(),
+        );
+        let limit = Limit { max: settings.ai.rate_limit_per_minute, window: Duration::from_secs(60) };
+        let chat_limiter = match &redis_cache_opt {
+            Some(redis) => RateLimiter::redis(
+                redis.client().clone(),
+                settings.redis.key_prefix.clone(),
+                settings.redis.command_timeout,
+                limit,
+            ),
+            None => RateLimiter::in_memory(limit),
+        };
+        let (shutdown_tx, shutting_down) = tokio::sync::watch::channel(false);
         let listener = TcpListener::bind(settings.http.addr)
             .await
             .with_context(|| format!("failed to bind {}", settings.http.addr))?;
@@ -354,8 +395,24 @@ impl Application {
             twilio_auth_token: vendors.twilio_auth_token.clone(),
             sendgrid_verifier_opt,
             catalog,
+            links,
+            chat,
+            chat_limiter,
+            redis_health_opt: redis_cache_opt.clone(),
+            shutting_down,
         };
-        Ok(Application { listener, addr, state, root, root_join, registry, refresher, vendors, redis_cache_opt })
+        Ok(Application {
+            listener,
+            addr,
+            state,
+            root,
+            root_join,
+            registry,
+            refresher,
+            vendors,
+            redis_cache_opt,
+            shutdown_tx,
+        })
     }
 
     /// Returns the address the listener is bound to.
@@ -389,8 +446,23 @@ impl Application {
     /// # Errors
     /// The server failed.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, addr, state, root, root_join, registry: _, refresher, vendors, redis_cache_opt } =
-            self;
+        let Application {
+            listener,
+            addr,
+            state,
+            root,
+            root_join,
+            registry: _,
+            refresher,
+            vendors,
+            redis_cache_opt,
+            shutdown_tx,
+        } = self;
+        let shutdown = async move {
+            shutdown.await;
+            // SSE streams end now, so the drain below only waits for ordinary requests.
+            let _ = shutdown_tx.send(true);
+        };
         tracing::info!(%addr, "listening");
         let app = http::router(state.clone());
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;

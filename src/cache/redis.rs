@@ -103,6 +103,16 @@ impl RedisCatalogCache {
         matches!(tokio::time::timeout(within, self.client.wait_for_connect()).await, Ok(Ok(())))
     }
 
+    /// Returns whether the client is connected now (for `/api/health`).
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
+    /// Returns the client, to share its connection (the chat's rate limiter).
+    pub fn client(&self) -> &fred::clients::Client {
+        &self.client
+    }
+
     /// Returns the key of a tenant's location.
     pub fn key(&self, tenant_id: TenantId, location_id: LocationId) -> String {
         format!("{}catalog:{tenant_id}:{location_id}", self.key_prefix)

@@ -3,10 +3,12 @@
 //! call into a store or actor handle, map the result.
 
 mod catalog;
+mod chat;
 mod error;
 mod health;
 pub mod metrics;
 mod provider_hooks;
+pub mod rate_limit;
 mod staff;
 mod webhooks;
 
@@ -40,6 +42,17 @@ pub struct AppState {
     pub sendgrid_verifier_opt: Option<std::sync::Arc<crate::messaging::sendgrid_events::EventVerifier>>,
     /// Location catalogs (services and prices) through the cache.
     pub catalog: crate::catalog::CatalogService,
+    /// Verifies customers' magic-link tokens.
+    pub links: crate::links::LinkSigner,
+    /// The live chat sessions.
+    pub chat: leadorch_actors::actors::chat::ChatHub,
+    /// Customer chat requests per lead.
+    pub chat_limiter: rate_limit::RateLimiter,
+    /// Redis as the health route reports it.
+    pub redis_health_opt: Option<crate::cache::RedisCatalogCache>,
+    /// Turns true when the process starts shutting down: long-lived responses (SSE) end then,
+    /// so the graceful drain does not wait on them.
+    pub shutting_down: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Builds the whole router with its layers.
@@ -57,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/sendgrid/events", post(provider_hooks::receive_sendgrid_events))
         .merge(staff::router())
         .merge(catalog::router())
+        .merge(chat::router())
         .with_state(state)
         .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(RequestBodyLimitLayer::new(body_limit))

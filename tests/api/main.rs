@@ -2,6 +2,7 @@
 //! on loopback. One binary, so the build links once.
 
 mod catalog;
+mod chat;
 mod cli;
 mod crash;
 mod health;
