@@ -379,4 +379,86 @@ impl LeadRepo {
             .map_err(pg_error)?;
         if updated == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
+
+    /// Revokes every chat link of the lead issued up to `at`; returns the instant stored.
+    ///
+    /// # Errors
+    /// `NotFound` when the lead does not exist or belongs to another tenant.
+    pub async fn revoke_links(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        at: Timestamp,
+    ) -> Result<Timestamp, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let updated = client
+            .execute(
+                "UPDATE leads SET links_revoked_at = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
+                &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &at],
+            )
+            .await
+            .map_err(pg_error)?;
+        if updated == 0 { Err(StoreError::NotFound) } else { Ok(at) }
+    }
+
+    /// Returns when the lead's chat links were last revoked, if ever.
+    ///
+    /// # Errors
+    /// `NotFound` when the lead does not exist or belongs to another tenant.
+    pub async fn links_revoked_at(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt(
+                "SELECT links_revoked_at FROM leads WHERE tenant_id = $1 AND id = $2",
+                &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
+            )
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(row.get(0))
+    }
+
+    /// Ends the lead's cadence with `to` and cancels its pending touches in one transaction
+    /// (so nobody ever sees the lead stopped with touches still pending); returns whether the
+    /// status changed. Touches are only cancelled when it did.
+    ///
+    /// # Errors
+    /// The database is unavailable.
+    pub async fn stop_and_cancel(
+        &self,
+        tenant_id: TenantId,
+        lead_id: LeadId,
+        to: LeadStatus,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let open: Vec<&str> = [LeadStatus::New, LeadStatus::InCadence, LeadStatus::Paused, LeadStatus::Replied]
+            .into_iter()
+            .filter(|s| *s != to)
+            .map(LeadStatus::as_str)
+            .collect();
+        let updated = tx
+            .execute(
+                "UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = ANY($4)",
+                &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &to.as_str(), &open],
+            )
+            .await
+            .map_err(pg_error)?;
+        if updated == 1 {
+            tx.execute(
+                "UPDATE touchpoints SET status = 'cancelled', last_error = $3, updated_at = now()
+                 WHERE tenant_id = $1 AND lead_id = $2 AND status = 'pending'",
+                &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &reason],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(updated == 1)
+    }
 }

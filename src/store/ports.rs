@@ -59,11 +59,7 @@ impl LeadStore for Store {
         status: LeadStatus,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        let changed = self.leads.stop_with(tenant_id, lead_id, status).await?;
-        if changed {
-            self.touchpoints.cancel_pending(tenant_id, lead_id, reason).await?;
-        }
-        Ok(changed)
+        self.leads.stop_and_cancel(tenant_id, lead_id, status, reason).await
     }
 
     async fn leads_of_customer(&self, tenant_id: TenantId, crm_customer_id: &str) -> Result<Vec<Lead>, StoreError> {

@@ -194,11 +194,14 @@ pub struct ChatState {
     epoch: String,
     next_seq: u64,
     backlog: VecDeque<(u64, ChatEvent)>,
-    /// The seq of the first event of the reply in flight (or of the messages waiting for it), so
-    /// a fresh subscriber sees the reply that is already streaming.
+    /// The seq of the first event of the current (or, when idle, the latest) turn: a customer
+    /// message and its reply. A fresh subscriber gets the turn from there, so a page that read
+    /// the history a moment before a reply was stored still sees it (it skips what it has by
+    /// message id).
     turn_start_seq_opt: Option<u64>,
     live: broadcast::Sender<ChatEvent>,
-    queue: VecDeque<(Uuid, CustomerMessage)>,
+    /// Messages waiting for a reply, with the seq of their `user` event.
+    queue: VecDeque<(u64, CustomerMessage)>,
     replying: bool,
     last_activity: Instant,
 }
@@ -308,7 +311,6 @@ impl Actor for ChatSession {
             }
             ChatMsg::Reply(ReplyEvent::Finished) => {
                 state.replying = false;
-                state.turn_start_seq_opt = None;
                 state.last_activity = Instant::now();
                 self.start_reply_if_due(&myself, state);
                 "reply"
@@ -342,11 +344,9 @@ impl ChatSession {
         }
         let id =
             self.deps.store.record_customer_message(state.args.tenant_id, state.args.lead_id, &message.text).await?;
-        if state.turn_start_seq_opt.is_none() {
-            state.turn_start_seq_opt = Some(state.next_seq);
-        }
+        let seq = state.next_seq;
         state.publish(ChatEventKind::User { message_id: id, text: message.text.clone() }, self.deps.policy.backlog);
-        state.queue.push_back((id, message));
+        state.queue.push_back((seq, message));
         self.start_reply_if_due(myself, state);
         Ok(id)
     }
@@ -356,9 +356,7 @@ impl ChatSession {
             return;
         }
         state.replying = true;
-        if state.turn_start_seq_opt.is_none() {
-            state.turn_start_seq_opt = Some(state.next_seq);
-        }
+        state.turn_start_seq_opt = state.queue.front().map(|(seq, _)| *seq);
         let batch: Vec<CustomerMessage> = state.queue.drain(..).map(|(_, message)| message).collect();
         let deps = self.deps.clone();
         let args = state.args.clone();

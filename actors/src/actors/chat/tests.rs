@@ -474,3 +474,17 @@ fn the_conversation_is_trimmed_to_the_budget_newest_first_and_starts_with_the_cu
     // Even a budget of zero keeps the customer's last message.
     assert_eq!(trim_to_budget(turns, 0).len(), 1);
 }
+
+#[tokio::test]
+async fn a_fresh_subscriber_after_a_reply_still_gets_that_turn_once() {
+    let w = world(Gated::new("all done here", None), ChatPolicy::default());
+    let mut sub = w.subscribe(None).await;
+    let id = w.send("hello").await;
+    let events = until_done(&mut sub.live).await;
+    // A page that read the history just before the reply was stored opens its stream now.
+    let late = w.subscribe(None).await;
+    assert!(!late.reset);
+    assert!(matches!(&events[0].kind, ChatEventKind::User { message_id, .. } if *message_id == id));
+    let expected = events;
+    assert_eq!(late.backlog, expected, "the whole latest turn, from the customer's message to done");
+}
