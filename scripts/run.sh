@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The project's run command: makes sure PostgreSQL and Redis are available (see
-# scripts/services.sh), then builds and runs leadorch in release mode.
-# Extra arguments go to the leadorch subcommand.
+# scripts/services.sh), then builds and runs the offline demo (`leadorch demo`) in release mode.
+# Extra arguments go to the leadorch subcommand, e.g. `scripts/run.sh --every-secs 4`.
 set -euo pipefail
 
-# `serve` until the offline demo (`leadorch demo`) lands.
-LEADORCH_RUN_COMMAND=${LEADORCH_RUN_COMMAND:-serve}
+# `demo` by default; LEADORCH_RUN_COMMAND=serve runs the bare service instead.
+LEADORCH_RUN_COMMAND=${LEADORCH_RUN_COMMAND:-demo}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,6 +18,6 @@ fi
 # shellcheck source=scripts/services.sh
 source scripts/services.sh || exit 1
 
-# Until the demo lands, serve with local fakes for vendors that have no credentials.
+# `serve` uses local fakes for vendors that have no credentials (the demo always does).
 if [ "$LEADORCH_RUN_COMMAND" = serve ]; then set -- --sim "$@"; fi
 exec cargo run --release -- "$LEADORCH_RUN_COMMAND" "$@"

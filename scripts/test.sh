@@ -16,6 +16,9 @@ fi
 source scripts/services.sh || exit 1
 export LEADORCH_TEST_DATABASE_URL="$LEADORCH_DATABASE_URL"
 export LEADORCH_TEST_REDIS_URL="$LEADORCH_REDIS_URL"
+# Headless Chromium + ChromeDriver for the browser tests (installed with apt when missing).
+# shellcheck source=scripts/browser.sh
+source scripts/browser.sh
 
 # Plain output: let cargo decide about colours from the terminal.
 unset CARGO_TERM_COLOR

@@ -13,6 +13,7 @@
 //! - [`http`] — axum routes and layers.
 //! - [`startup`] — builds and runs the process.
 //! - [`ops`] — the operator commands behind the CLI.
+//! - [`demo`] — `leadorch demo`: the service fed by a simulated CRM, offline.
 //! - [`telemetry`] — logging.
 
 pub mod ai;
@@ -21,6 +22,7 @@ pub mod catalog;
 pub mod chat;
 pub mod config;
 pub mod crm;
+pub mod demo;
 pub mod http;
 pub mod links;
 pub mod messaging;

@@ -68,6 +68,11 @@ impl LinkSigner {
         tag
     }
 
+    /// Returns when a verified token was issued (to the minute: expiry is stored in minutes).
+    pub fn issued_at(&self, claims: &LinkClaims) -> Timestamp {
+        claims.expires_at.saturating_sub(self.valid_for).unwrap_or(claims.expires_at)
+    }
+
     /// Returns a token for the lead, valid until `now + valid_for`.
     pub fn token(&self, tenant_id: TenantId, lead_id: LeadId, now: Timestamp) -> String {
         let expires_minutes = u32::try_from((now + self.valid_for).as_second().div_euclid(60)).unwrap_or(u32::MAX);

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use leadorch::config::Settings;
 use leadorch::crm::keys::SecretBox;
+use leadorch::demo::{self, DemoOptions};
 use leadorch::ops::{self, LocationInput};
 use leadorch::startup::{self, Application};
 use leadorch::store::Store;
@@ -29,6 +30,10 @@ struct Cli {
 enum Command {
     /// Runs the service: HTTP API, webhooks and the actor system.
     Serve(ServeArgs),
+    /// Runs the offline demo: the service plus a simulated ShopMonkey that sends a new estimate
+    /// every few seconds; prints each lead's chat link. Uses the `demo` profile unless --profile
+    /// says otherwise.
+    Demo(DemoArgs),
     /// Creates the database if missing and applies pending migrations.
     Migrate,
     /// Manages tenants (franchisors).
@@ -56,6 +61,20 @@ struct ServeArgs {
     /// at start. Without it, missing credentials stop start-up.
     #[arg(long)]
     sim: bool,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Listen address (default: http.addr, 127.0.0.1:3000); port 0 picks a free port. Links
+    /// point here unless LEADORCH_PUBLIC_URL is set.
+    #[arg(long)]
+    addr: Option<std::net::SocketAddr>,
+    /// Shops of the simulated franchise.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=50))]
+    locations: u16,
+    /// Seconds between two new estimates.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    every_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -181,7 +200,11 @@ async fn operator_store(settings: &Settings) -> anyhow::Result<Store> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut settings = Settings::from_process(cli.profile.as_deref()).context("invalid configuration")?;
+    let profile_opt = match (&cli.command, cli.profile.as_deref()) {
+        (Command::Demo(_), None) => Some("demo"),
+        (_, profile_opt) => profile_opt,
+    };
+    let mut settings = Settings::from_process(profile_opt).context("invalid configuration")?;
     telemetry::init(&settings.log);
     match cli.command {
         Command::Serve(args) => {
@@ -191,6 +214,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mode = if args.sim { VendorMode::SimWhereMissing } else { VendorMode::Strict };
             let app = Application::build_with(settings, mode).await?;
             app.run_until_stopped(startup::shutdown_signal()).await
+        }
+        Command::Demo(args) => {
+            let options = DemoOptions {
+                addr_opt: args.addr,
+                locations: usize::from(args.locations),
+                every: std::time::Duration::from_secs(args.every_secs),
+            };
+            demo::run(settings, options).await
         }
         Command::Migrate => {
             let applied = startup::prepare_database(&settings).await?;

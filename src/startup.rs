@@ -395,6 +395,7 @@ impl Application {
             twilio_auth_token: vendors.twilio_auth_token.clone(),
             sendgrid_verifier_opt,
             catalog,
+            renderer: templates.clone(),
             links,
             chat,
             chat_limiter,

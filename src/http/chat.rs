@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use super::rate_limit::Decision;
 use super::{ApiError, AppState};
-use crate::links::LinkError;
+use crate::links::{LinkClaims, LinkError};
 
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -84,14 +84,9 @@ impl FromRequestParts<AppState> for Customer {
             .map(LeadId::from_uuid)
             .ok_or(ApiError::NotFound)?;
         let token = token_of(parts).ok_or(ApiError::Unauthorized)?;
-        let claims = state.links.verify(&token, Timestamp::now()).map_err(|err| {
-            let reason = match err {
-                LinkError::Expired => "expired",
-                LinkError::BadSignature => "bad_signature",
-                LinkError::Malformed => "malformed",
-            };
-            metrics::counter!("leadorch_chat_auth_failures_total", "reason" => reason).increment(1);
-            ApiError::Unauthorized
+        let claims = verify_link(state, &token).await.map_err(|denied| match denied {
+            LinkDenied::Store(err) => ApiError::from(err),
+            _ => ApiError::Unauthorized,
         })?;
         if claims.lead_id != path_lead {
             return Err(ApiError::Forbidden);
@@ -101,6 +96,39 @@ impl FromRequestParts<AppState> for Customer {
         }
         let lead = state.store.leads.get(claims.tenant_id, claims.lead_id).await?;
         Ok(Customer { tenant_id: claims.tenant_id, lead_id: claims.lead_id, location_id: lead.location_id })
+    }
+}
+
+/// Why a magic link does not open its chat.
+#[derive(Debug)]
+pub(crate) enum LinkDenied {
+    Expired,
+    Invalid,
+    /// Staff revoked the lead's links after this one was issued.
+    Revoked,
+    Store(leadorch_actors::ports::StoreError),
+}
+
+/// Checks a link token: signature, expiry, and that staff have not revoked it since it was
+/// issued (the lead's `links_revoked_at`). The one check behind the chat page and the API.
+pub(crate) async fn verify_link(state: &AppState, token: &str) -> Result<LinkClaims, LinkDenied> {
+    let claims = state.links.verify(token, Timestamp::now()).map_err(|err| {
+        let reason = match err {
+            LinkError::Expired => "expired",
+            LinkError::BadSignature => "bad_signature",
+            LinkError::Malformed => "malformed",
+        };
+        metrics::counter!("leadorch_chat_auth_failures_total", "reason" => reason).increment(1);
+        if err == LinkError::Expired { LinkDenied::Expired } else { LinkDenied::Invalid }
+    })?;
+    match state.store.leads.links_revoked_at(claims.tenant_id, claims.lead_id).await {
+        Ok(Some(revoked_at)) if state.links.issued_at(&claims) <= revoked_at => {
+            metrics::counter!("leadorch_chat_auth_failures_total", "reason" => "revoked").increment(1);
+            Err(LinkDenied::Revoked)
+        }
+        Ok(_) => Ok(claims),
+        Err(leadorch_actors::ports::StoreError::NotFound) => Err(LinkDenied::Invalid),
+        Err(err) => Err(LinkDenied::Store(err)),
     }
 }
 

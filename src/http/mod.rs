@@ -10,6 +10,7 @@ pub mod metrics;
 mod provider_hooks;
 pub mod rate_limit;
 mod staff;
+mod web;
 mod webhooks;
 
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub sendgrid_verifier_opt: Option<std::sync::Arc<crate::messaging::sendgrid_events::EventVerifier>>,
     /// Location catalogs (services and prices) through the cache.
     pub catalog: crate::catalog::CatalogService,
+    /// Renders touch previews for staff (the same templates the sends use).
+    pub renderer: std::sync::Arc<crate::templates::Templates>,
     /// Verifies customers' magic-link tokens.
     pub links: crate::links::LinkSigner,
     /// The live chat sessions.
@@ -71,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(staff::router())
         .merge(catalog::router())
         .merge(chat::router())
+        .merge(web::router())
         .with_state(state)
         .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(RequestBodyLimitLayer::new(body_limit))

@@ -15,6 +15,7 @@ use jiff::Timestamp;
 use leadorch_actors::domain::{
     Channel, Lead, LeadId, LeadStatus, LocationId, Touchpoint, TouchpointId, TouchpointStatus,
 };
+use leadorch_actors::ports::TouchRenderer;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
@@ -44,6 +45,9 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/leads/{id}/pause", post(pause_lead))
         .route("/api/leads/{id}/resume", post(resume_lead))
         .route("/api/leads/{id}/close", post(close_lead))
+        .route("/api/leads/{id}/chat", get(lead_chat))
+        .route("/api/leads/{id}/revoke-links", post(revoke_links))
+        .route("/api/locations", get(list_locations))
 }
 
 /// The staff key a request authenticated with. Extracting it answers 401 (with
@@ -243,8 +247,13 @@ struct LeadDetail {
 }
 
 impl LeadDetail {
-    fn new(lead: Lead, touchpoints: Vec<Touchpoint>) -> Self {
+    fn new(lead: Lead, touchpoints: Vec<Touchpoint>, previews: Vec<Option<String>>) -> Self {
         let speed_to_lead_ms_opt = speed_to_lead_ms(&lead);
+        let timeline = touchpoints
+            .into_iter()
+            .zip(previews.into_iter().chain(std::iter::repeat(None)))
+            .map(|(touch, preview)| TimelineEntry { preview, ..TimelineEntry::from(touch) })
+            .collect();
         LeadDetail {
             id: lead.id,
             location_id: lead.location_id,
@@ -265,7 +274,7 @@ impl LeadDetail {
             speed_to_lead_ms_opt,
             created_at: lead.created_at,
             updated_at: lead.updated_at,
-            timeline: touchpoints.into_iter().map(TimelineEntry::from).collect(),
+            timeline,
         }
     }
 }
@@ -291,6 +300,8 @@ struct TimelineEntry {
     last_error_opt: Option<String>,
     #[serde(rename = "sent_at")]
     sent_at_opt: Option<Timestamp>,
+    /// The message as it was (or will be) sent: rendering is deterministic for a touch.
+    preview: Option<String>,
 }
 
 impl From<Touchpoint> for TimelineEntry {
@@ -309,6 +320,7 @@ impl From<Touchpoint> for TimelineEntry {
             provider_status_opt: touch.provider_status_opt,
             last_error_opt: touch.last_error_opt,
             sent_at_opt: touch.sent_at_opt,
+            preview: None,
         }
     }
 }
@@ -338,7 +350,92 @@ async fn get_lead(
     let lead_id = parse_lead_id(&raw_id)?;
     let lead = state.store.leads.get(key.tenant_id, lead_id).await?;
     let touchpoints = state.store.touchpoints.for_lead(key.tenant_id, lead_id).await?;
-    Ok(Json(LeadDetail::new(lead, touchpoints)))
+    let location = state.store.locations.get(key.tenant_id, lead.location_id).await?;
+    let previews = touchpoints
+        .iter()
+        .map(|touch| match touch.channel {
+            Channel::Sms => state.renderer.render_sms(&touch.template, &lead, &location, touch.intended_at).ok(),
+            Channel::Email => state
+                .renderer
+                .render_email(&touch.template, &lead, &location, touch.intended_at)
+                .ok()
+                .map(|email| format!("Subject: {}\n\n{}", email.subject, email.text)),
+        })
+        .collect();
+    Ok(Json(LeadDetail::new(lead, touchpoints, previews)))
+}
+
+#[derive(Debug, Serialize)]
+struct LocationList {
+    locations: Vec<LocationItem>,
+}
+
+#[derive(Debug, Serialize)]
+struct LocationItem {
+    id: LocationId,
+    name: String,
+    timezone: String,
+    phone: Option<String>,
+    active: bool,
+}
+
+/// GET /api/locations: the key's tenant's locations.
+async fn list_locations(
+    StaffAuth(key): StaffAuth,
+    State(state): State<AppState>,
+) -> Result<Json<LocationList>, ApiError> {
+    let locations = state.store.locations.list(key.tenant_id).await?;
+    Ok(Json(LocationList {
+        locations: locations
+            .into_iter()
+            .map(|l| LocationItem {
+                id: l.id,
+                name: l.name,
+                timezone: l.timezone.as_str().to_owned(),
+                phone: l.phone_opt.map(|p| p.as_str().to_owned()),
+                active: l.active,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct Transcript {
+    messages: Vec<crate::store::ChatMessage>,
+    appointment: Option<crate::store::Appointment>,
+}
+
+/// GET /api/leads/{id}/chat: the lead's conversation with its accounting, and its appointment.
+async fn lead_chat(
+    StaffAuth(key): StaffAuth,
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+) -> Result<Json<Transcript>, ApiError> {
+    let lead_id = parse_lead_id(&raw_id)?;
+    // 404 for another tenant's lead, like every staff route.
+    state.store.leads.get(key.tenant_id, lead_id).await?;
+    let messages = state.store.chat.history(key.tenant_id, lead_id).await?;
+    let appointment = state.store.appointments.of_lead(key.tenant_id, lead_id).await?;
+    Ok(Json(Transcript { messages, appointment }))
+}
+
+#[derive(Debug, Serialize)]
+struct Revoked {
+    lead_id: LeadId,
+    links_revoked_at: Timestamp,
+}
+
+/// POST /api/leads/{id}/revoke-links: every chat link of the lead issued until now stops
+/// working (its page says so; the API answers 401).
+async fn revoke_links(
+    StaffAuth(key): StaffAuth,
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+) -> Result<Json<Revoked>, ApiError> {
+    let lead_id = parse_lead_id(&raw_id)?;
+    let at = state.store.leads.revoke_links(key.tenant_id, lead_id, Timestamp::now()).await?;
+    tracing::info!(%lead_id, "chat links revoked by staff");
+    Ok(Json(Revoked { lead_id, links_revoked_at: at }))
 }
 
 /// POST /api/leads/{id}/pause: 409 unless the lead is `new` or `in_cadence`.

@@ -508,3 +508,112 @@ async fn a_vendor_error_after_the_first_token_ends_the_stream_with_an_error_and_
     assert_eq!(events.last().map(|e| e.event.as_str()), Some("done"));
     chat.world.teardown().await;
 }
+
+#[tokio::test]
+async fn the_chat_page_and_its_assets_are_served_and_a_revoked_link_stops_working() {
+    let chat = chat_world(3, |_| {}).await;
+    let http = &chat.world.app.http;
+    let address = &chat.world.app.address;
+    let page = http.get(format!("{address}/c/{}", chat.token)).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("text/html; charset=utf-8"));
+    assert!(
+        headers
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|csp| csp.contains("script-src 'self'"))
+    );
+    assert_eq!(headers.get("referrer-policy").and_then(|v| v.to_str().ok()), Some("no-referrer"));
+    let html = page.text().await.expect("html");
+    assert!(html.contains(&chat.world.locations[0].name));
+    assert!(html.contains(&format!("data-lead-id=\"{}\"", chat.lead.id)));
+    let script = html.split("src=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("script url").to_owned();
+    let asset = http.get(format!("{address}{script}")).send().await.expect("asset");
+    assert_eq!(asset.status(), 200);
+    let etag = asset.headers().get("etag").and_then(|v| v.to_str().ok()).expect("etag").to_owned();
+    assert!(
+        asset.headers().get("cache-control").and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("immutable"))
+    );
+    let again = http.get(format!("{address}{script}")).header("if-none-match", &etag).send().await.expect("asset");
+    assert_eq!(again.status(), 304, "a cached asset is not sent again");
+    assert_eq!(http.get(format!("{address}/assets/nope.js")).send().await.expect("asset").status(), 404);
+    // A forged link gets the friendly page, not a stack trace.
+    let forged = http.get(format!("{address}/c/not-a-token")).send().await.expect("page");
+    assert_eq!(forged.status(), 401);
+    assert!(forged.text().await.expect("html").to_lowercase().contains("link"));
+
+    // Staff revoke the lead's links: the page and the API refuse the old token.
+    let key = leadorch::ops::add_api_key(&chat.world.app.store, chat.world.tenant.id, "front desk").await.expect("key");
+    let revoke_url = format!("{address}/api/leads/{}/revoke-links", chat.lead.id);
+    let other_tenant = leadorch::ops::add_tenant(&chat.world.app.store, "Other Co", None).await.expect("tenant");
+    let other_key = leadorch::ops::add_api_key(&chat.world.app.store, other_tenant.tenant.id, "x").await.expect("key");
+    let foreign = http.post(&revoke_url).bearer_auth(&other_key.key).send().await.expect("sent");
+    assert_eq!(foreign.status(), 404, "another tenant cannot revoke this lead's links");
+    assert_eq!(chat.history().await["messages"].as_array().map(Vec::len), Some(0));
+    let revoked = http.post(&revoke_url).bearer_auth(&key.key).send().await.expect("sent");
+    assert_eq!(revoked.status(), 200);
+    let api = http.get(chat.url("/history")).bearer_auth(&chat.token).send().await.expect("sent");
+    assert_eq!(api.status(), 401);
+    let page = http.get(format!("{address}/c/{}", chat.token)).send().await.expect("page");
+    assert_eq!(page.status(), 401);
+    assert!(page.text().await.expect("html").to_lowercase().contains("link"));
+    chat.world.teardown().await;
+}
+
+#[tokio::test]
+async fn staff_see_their_locations_a_leads_transcript_and_touch_previews_but_not_another_tenants() {
+    let chat = chat_world(4, |_| {}).await;
+    chat.send("How much is ceramic tint?").await;
+    let address = &chat.world.app.address;
+    let http = &chat.world.app.http;
+    let key = leadorch::ops::add_api_key(&chat.world.app.store, chat.world.tenant.id, "front desk").await.expect("key");
+    let transcript_url = format!("{address}/api/leads/{}/chat", chat.lead.id);
+    let has_reply = eventually(Duration::from_secs(5), || async {
+        let body: Value =
+            http.get(&transcript_url).bearer_auth(&key.key).send().await.expect("sent").json().await.expect("json");
+        body["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["role"] == "assistant" && m["status"] == "complete"))
+    })
+    .await;
+    assert!(has_reply);
+    let locations: Value = http
+        .get(format!("{address}/api/locations"))
+        .bearer_auth(&key.key)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(locations["locations"][0]["name"], json!(chat.world.locations[0].name));
+    let detail: Value = http
+        .get(format!("{address}/api/leads/{}", chat.lead.id))
+        .bearer_auth(&key.key)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let first_sms = detail["timeline"].as_array().and_then(|t| t.iter().find(|t| t["channel"] == "sms")).expect("sms");
+    let preview = first_sms["preview"].as_str().expect("preview");
+    let sent = chat.world.app.twilio.sent();
+    assert!(sent.iter().any(|m| m.body == preview), "the preview is the SMS as sent: {preview}");
+
+    let other = leadorch::ops::add_tenant(&chat.world.app.store, "Other Co", None).await.expect("tenant");
+    let other_key = leadorch::ops::add_api_key(&chat.world.app.store, other.tenant.id, "x").await.expect("key");
+    assert_eq!(http.get(&transcript_url).bearer_auth(&other_key.key).send().await.expect("sent").status(), 404);
+    let theirs: Value = http
+        .get(format!("{address}/api/locations"))
+        .bearer_auth(&other_key.key)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(theirs["locations"], json!([]));
+    chat.world.teardown().await;
+}

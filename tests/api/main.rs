@@ -1,10 +1,12 @@
 //! The integration test binary: real PostgreSQL (each test in its own fresh database), real HTTP
 //! on loopback. One binary, so the build links once.
 
+mod browser;
 mod catalog;
 mod chat;
 mod cli;
 mod crash;
+mod demo;
 mod health;
 mod helpers;
 mod ingress;
