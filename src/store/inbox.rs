@@ -1,11 +1,24 @@
 //! The inbox: raw webhook events committed before they are acknowledged, unique per
 //! (tenant, source, event id), so a redelivery is recognised and a crash loses nothing.
+//!
+//! Inserts are group-committed: concurrent webhook requests hand their event to a few writer
+//! tasks, each of which commits everything waiting in one `INSERT ... SELECT FROM unnest(...)`
+//! (one transaction, one fsync) and then answers every request of the batch. Nobody waits for
+//! a timer: a lone request is committed at once, and under load the batch grows by itself to
+//! whatever arrived during the previous commit. Each request is still answered only after its
+//! row is durable. A batch refused as a whole (e.g. an unknown tenant's foreign key) is retried
+//! row by row, so one bad event never fails its neighbours.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use deadpool_postgres::Pool;
 use jiff::Timestamp;
 use leadorch_actors::domain::{InboxEvent, InboxInsert, TenantId};
 use leadorch_actors::ports::StoreError;
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::Row;
+use uuid::Uuid;
 
 use super::error::bad_value;
 use super::{pg_error, pool_error};
@@ -17,6 +30,24 @@ const INBOX_COLUMNS: &str =
 #[derive(Clone, Debug)]
 pub struct InboxRepo {
     pool: Pool,
+    /// The group-commit writers, started by the first insert (inside the caller's runtime).
+    batcher: Arc<OnceLock<mpsc::Sender<PendingInsert>>>,
+}
+
+/// Events one commit takes at most.
+const MAX_BATCH: usize = 512;
+/// Writer tasks: while one commits, the next batch gathers and another can commit it.
+const WRITERS: usize = 2;
+
+/// One insert waiting for its batch.
+#[derive(Debug)]
+struct PendingInsert {
+    tenant_id: TenantId,
+    source: String,
+    event_id: String,
+    payload: serde_json::Value,
+    received_at: Timestamp,
+    reply: oneshot::Sender<Result<InboxInsert, StoreError>>,
 }
 
 fn event_from_row(row: &Row) -> Result<InboxEvent, StoreError> {
@@ -36,7 +67,18 @@ fn event_from_row(row: &Row) -> Result<InboxEvent, StoreError> {
 
 impl InboxRepo {
     pub(crate) fn new(pool: Pool) -> Self {
-        InboxRepo { pool }
+        InboxRepo { pool, batcher: Arc::default() }
+    }
+
+    fn batcher(&self) -> &mpsc::Sender<PendingInsert> {
+        self.batcher.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
+            let rx = Arc::new(Mutex::new(rx));
+            for _ in 0..WRITERS {
+                tokio::spawn(write_batches(self.pool.clone(), rx.clone()));
+            }
+            tx
+        })
     }
 
     /// Commits one raw event; a repeat of (tenant, source, event id) is a no-op.
@@ -52,18 +94,22 @@ impl InboxRepo {
         payload: &serde_json::Value,
         received_at: Timestamp,
     ) -> Result<InboxInsert, StoreError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let row = client
-            .query_opt(
-                "INSERT INTO inbox_events (tenant_id, source, event_id, payload, received_at)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (tenant_id, source, event_id) DO NOTHING
-                 RETURNING id",
-                &[&tenant_id.as_uuid(), &source, &event_id, payload, &received_at],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(row.map_or(InboxInsert::Duplicate, |row| InboxInsert::Inserted(row.get(0))))
+        let (reply, answer) = oneshot::channel();
+        let pending = PendingInsert {
+            tenant_id,
+            source: source.to_owned(),
+            event_id: event_id.to_owned(),
+            payload: payload.clone(),
+            received_at,
+            reply,
+        };
+        if self.batcher().send(pending).await.is_ok()
+            && let Ok(result) = answer.await
+        {
+            return result;
+        }
+        // The writers are gone (their runtime shut down): commit this one directly.
+        insert_one(&self.pool, tenant_id, source, event_id, payload, received_at).await
     }
 
     /// Returns one event of the tenant.
@@ -186,4 +232,105 @@ impl InboxRepo {
             .map_err(pg_error)?;
         Ok(row.get(0))
     }
+}
+
+/// Commits one event on its own.
+async fn insert_one(
+    pool: &Pool,
+    tenant_id: TenantId,
+    source: &str,
+    event_id: &str,
+    payload: &serde_json::Value,
+    received_at: Timestamp,
+) -> Result<InboxInsert, StoreError> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let row = client
+        .query_opt(
+            "INSERT INTO inbox_events (tenant_id, source, event_id, payload, received_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant_id, source, event_id) DO NOTHING
+             RETURNING id",
+            &[&tenant_id.as_uuid(), &source, &event_id, payload, &received_at],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(row.map_or(InboxInsert::Duplicate, |row| InboxInsert::Inserted(row.get(0))))
+}
+
+/// A writer task: takes whatever is waiting (at least one), commits it as one batch, answers.
+async fn write_batches(pool: Pool, queue: Arc<Mutex<mpsc::Receiver<PendingInsert>>>) {
+    let mut batch: Vec<PendingInsert> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            let mut rx = queue.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        metrics::histogram!("leadorch_inbox_batch_size").record(batch.len() as f64);
+        commit_batch(&pool, &mut batch).await;
+    }
+}
+
+async fn commit_batch(pool: &Pool, batch: &mut Vec<PendingInsert>) {
+    if batch.len() > 1 {
+        match insert_many(pool, batch).await {
+            Ok(ids) => {
+                let mut ids = ids;
+                for pending in batch.drain(..) {
+                    let key = (pending.tenant_id.as_uuid(), pending.source, pending.event_id);
+                    // The first of several identical events in one batch gets the row.
+                    let result = ids.remove(&key).map_or(InboxInsert::Duplicate, InboxInsert::Inserted);
+                    let _ = pending.reply.send(Ok(result));
+                }
+                return;
+            }
+            Err(err) if err.is_unavailable() => {
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(StoreError::Unavailable(err.to_string().into())));
+                }
+                return;
+            }
+            // Refused as a whole (a foreign key, a bad value): find the culprit row by row.
+            Err(_) => {}
+        }
+    }
+    for pending in batch.drain(..) {
+        let result = insert_one(
+            pool,
+            pending.tenant_id,
+            &pending.source,
+            &pending.event_id,
+            &pending.payload,
+            pending.received_at,
+        )
+        .await;
+        let _ = pending.reply.send(result);
+    }
+}
+
+/// Inserts a batch in one statement; returns the ids of the rows it created by key.
+async fn insert_many(pool: &Pool, batch: &[PendingInsert]) -> Result<HashMap<(Uuid, String, String), i64>, StoreError> {
+    let tenants: Vec<Uuid> = batch.iter().map(|p| p.tenant_id.as_uuid()).collect();
+    let sources: Vec<&str> = batch.iter().map(|p| p.source.as_str()).collect();
+    let event_ids: Vec<&str> = batch.iter().map(|p| p.event_id.as_str()).collect();
+    let payloads: Vec<&serde_json::Value> = batch.iter().map(|p| &p.payload).collect();
+    let received: Vec<Timestamp> = batch.iter().map(|p| p.received_at).collect();
+    let client = pool.get().await.map_err(pool_error)?;
+    let rows = client
+        .query(
+            "INSERT INTO inbox_events (tenant_id, source, event_id, payload, received_at)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[])
+             ON CONFLICT (tenant_id, source, event_id) DO NOTHING
+             RETURNING id, tenant_id, source, event_id",
+            &[&tenants, &sources, &event_ids, &payloads, &received],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(rows.iter().map(|r| ((r.get::<_, Uuid>(1), r.get(2), r.get(3)), r.get(0))).collect())
 }

@@ -513,3 +513,51 @@ async fn appointments_and_chat_of_one_tenant_are_invisible_to_another() {
     assert_eq!(store.appointments.list_for_lead(tenant_a.id, lead.id).await.expect("list").len(), 1);
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inbox_inserts_are_group_committed_and_each_gets_its_own_answer() {
+    let db = TestDb::migrated().await;
+    let store = db.store();
+    let (tenant, _) = seed_tenant(&store, "Tint Co").await;
+    let unknown_tenant = leadorch_actors::domain::TenantId::new();
+    let payload = serde_json::json!({ "table": "order" });
+    // 300 distinct events, each sent twice at once, plus events of a tenant that does not exist
+    // mixed into the same batches.
+    let mut calls = Vec::new();
+    for i in 0..300 {
+        for _ in 0..2 {
+            let (store, payload) = (store.clone(), payload.clone());
+            calls.push(tokio::spawn(async move {
+                (i, store.inbox.insert(tenant.id, "shopmonkey", &format!("evt_{i}"), &payload, Timestamp::now()).await)
+            }));
+        }
+        if i % 50 == 0 {
+            let (store, payload) = (store.clone(), payload.clone());
+            calls.push(tokio::spawn(async move {
+                (-1, store.inbox.insert(unknown_tenant, "shopmonkey", "evt_x", &payload, Timestamp::now()).await)
+            }));
+        }
+    }
+    let mut inserted = std::collections::HashMap::<i32, usize>::new();
+    for call in calls {
+        let (i, result) = call.await.expect("task");
+        match (i, result) {
+            (-1, Err(StoreError::Conflict { .. })) => {}
+            (-1, other) => panic!("an unknown tenant's event must be refused alone, got {other:?}"),
+            (i, Ok(InboxInsert::Inserted(_))) => *inserted.entry(i).or_default() += 1,
+            (_, Ok(InboxInsert::Duplicate)) => {}
+            (i, Err(err)) => panic!("event {i} failed: {err}"),
+        }
+    }
+    assert_eq!(inserted.len(), 300, "every event was inserted");
+    assert!(inserted.values().all(|n| *n == 1), "exactly one of each pair was the insert");
+    let rows: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM inbox_events WHERE tenant_id = $1", &[&tenant.id.as_uuid()])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 300);
+    db.drop_database().await;
+}
