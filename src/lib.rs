@@ -14,6 +14,7 @@
 //! - [`startup`] — builds and runs the process.
 //! - [`ops`] — the operator commands behind the CLI.
 //! - [`demo`] — `leadorch demo`: the service fed by a simulated CRM, offline.
+//! - [`loadgen`] — `leadorch loadgen`: drives the service with signed CRM webhooks and measures it.
 //! - [`telemetry`] — logging.
 
 pub mod ai;
@@ -25,6 +26,7 @@ pub mod crm;
 pub mod demo;
 pub mod http;
 pub mod links;
+pub mod loadgen;
 pub mod messaging;
 pub mod ops;
 pub mod outcomes;

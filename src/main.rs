@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use leadorch::config::Settings;
 use leadorch::crm::keys::SecretBox;
 use leadorch::demo::{self, DemoOptions};
+use leadorch::loadgen::{self, LoadgenOptions};
 use leadorch::ops::{self, LocationInput};
 use leadorch::startup::{self, Application};
 use leadorch::store::Store;
@@ -45,6 +46,11 @@ enum Command {
     /// Manages staff API keys.
     #[command(subcommand)]
     Apikey(ApiKeyCommand),
+    /// Load test: runs the service in process against a local ShopMonkey fake, sends it signed
+    /// order webhooks at --rate for --duration-secs over loopback HTTP, and prints one JSON
+    /// summary (accepted, errors, speed-to-lead, scheduler lag, RSS) on stdout. Creates a
+    /// tenant "Loadgen <time>" in the configured database.
+    Loadgen(LoadgenArgs),
     /// Exits 0 when the service at --url answers /readyz with 200 (for container healthchecks).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:3000")]
@@ -75,6 +81,28 @@ struct DemoArgs {
     /// Seconds between two new estimates.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=3600))]
     every_secs: u64,
+}
+
+#[derive(Debug, Args)]
+struct LoadgenArgs {
+    /// Webhooks per second (0: no webhook phase, e.g. with --pending).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    rate: u32,
+    /// Seconds of sending; it stops then, whatever is left.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    duration_secs: u64,
+    /// Webhook requests in flight at most.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    concurrency: u16,
+    /// Shops of the simulated franchise (locations of the tenant).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..=5000))]
+    locations: u16,
+    /// Scale test: leads with a pending touch to insert before the service starts.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=20_000_000))]
+    pending: u64,
+    /// Of the --pending touches, how many fall due 20-40 s after seeding.
+    #[arg(long, default_value_t = 1000)]
+    pending_due: u64,
 }
 
 #[derive(Debug, Args)]
@@ -205,7 +233,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (_, profile_opt) => profile_opt,
     };
     let mut settings = Settings::from_process(profile_opt).context("invalid configuration")?;
-    telemetry::init(&settings.log);
+    match &cli.command {
+        // Its stdout carries only the JSON summary.
+        Command::Loadgen(_) => loadgen::init_logs(&settings.log),
+        _ => telemetry::init(&settings.log),
+    }
     match cli.command {
         Command::Serve(args) => {
             if let Some(addr) = args.addr {
@@ -222,6 +254,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 every: std::time::Duration::from_secs(args.every_secs),
             };
             demo::run(settings, options).await
+        }
+        Command::Loadgen(args) => {
+            let options = LoadgenOptions {
+                rate: args.rate,
+                duration: std::time::Duration::from_secs(args.duration_secs),
+                concurrency: usize::from(args.concurrency),
+                locations: usize::from(args.locations),
+                pending: args.pending,
+                pending_due: args.pending_due,
+            };
+            let summary = loadgen::run(settings, options).await?;
+            println!("{}", serde_json::to_string(&summary).context("failed to render json")?);
+            Ok(())
         }
         Command::Migrate => {
             let applied = startup::prepare_database(&settings).await?;

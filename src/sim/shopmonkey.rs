@@ -338,6 +338,26 @@ impl ShopMonkeySim {
             .unwrap_or_else(|err| panic!("create_order failed: {}", err.message))
     }
 
+    /// Creates an order like [`ShopMonkeySim::create_order`] but delivers no webhook, even when
+    /// the company has a target, and returns the body of the `INSERT` webhook a delivery would
+    /// carry, for a caller that sends it itself (`leadorch loadgen`).
+    ///
+    /// # Panics
+    /// As [`ShopMonkeySim::create_order`].
+    pub fn create_order_silently(
+        &self,
+        company_id: &str,
+        location_id: &str,
+        customer_id_opt: Option<&str>,
+    ) -> (SimOrder, Vec<u8>) {
+        let order = self
+            .shared
+            .with_company(company_id, |company| company.insert_order(location_id, customer_id_opt, now_ms()))
+            .unwrap_or_else(|err| panic!("create_order_silently failed: {}", err.message));
+        let body = order_envelope("INSERT", to_json(&order), None).to_string().into_bytes();
+        (order.sim_order(), body)
+    }
+
     /// Sets an order's status (`Estimate`, `RepairOrder` or `Invoice`) with the same effect as
     /// `PUT /v3/order/{id}`: `authorized`/`invoiced`/`paid` follow the status, `meta.version` and
     /// `updatedDate` move on, and an `UPDATE` webhook with a `diff` is delivered.
@@ -1627,15 +1647,7 @@ impl Shared {
         diff_opt: Option<Vec<String>>,
     ) {
         let order_id_opt = data["id"].as_str().map(str::to_owned);
-        let mut envelope = json!({
-            "apiVersion": "3",
-            "operation": operation,
-            "table": "order",
-            "data": data,
-        });
-        if let Some(diff) = diff_opt {
-            envelope["diff"] = json!(diff);
-        }
+        let envelope = order_envelope(operation, data, diff_opt);
         let (dropped, copies, bad_signature, stale_timestamp) = {
             let mut faults = lock(&self.faults);
             let dropped = take_one(&mut faults.drop_webhooks_remaining);
@@ -1720,6 +1732,20 @@ impl Shared {
             }
         }
     }
+}
+
+/// Returns the body of an `order` webhook: `{apiVersion, operation, table, data[, diff]}`.
+fn order_envelope(operation: &str, data: Value, diff_opt: Option<Vec<String>>) -> Value {
+    let mut envelope = json!({
+        "apiVersion": "3",
+        "operation": operation,
+        "table": "order",
+        "data": data,
+    });
+    if let Some(diff) = diff_opt {
+        envelope["diff"] = json!(diff);
+    }
+    envelope
 }
 
 impl DeliveryPlan {

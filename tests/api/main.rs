@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod ingress;
 mod kill;
+mod loadgen;
 mod migrations;
 mod ops;
 mod replies;

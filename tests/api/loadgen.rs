@@ -1,0 +1,89 @@
+//! `leadorch loadgen` as an operator runs it: the real binary against a database of its own. It
+//! must end by itself, print exactly one JSON object on stdout, and count every accepted
+//! webhook as a lead with a speed-to-lead.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::helpers::TestDb;
+
+const RATE: u64 = 20;
+const DURATION_SECS: u64 = 3;
+const EXITS_WITHIN: Duration = Duration::from_secs(60);
+
+/// Environment that would change what loadgen does, removed so the test runs offline.
+const UNSET: &[&str] = &[
+    "LEADORCH_PROFILE",
+    "LEADORCH_CONFIG_DIR",
+    "LEADORCH_HTTP_ADDR",
+    "LEADORCH_PUBLIC_URL",
+    "LEADORCH_REDIS_URL",
+    "LEADORCH_SECRET_KEY",
+    "LEADORCH_SHOPMONKEY_API_KEY",
+    "LEADORCH_SHOPMONKEY_BASE_URL",
+    "LEADORCH_TWILIO_ACCOUNT_SID",
+    "LEADORCH_TWILIO_AUTH_TOKEN",
+    "LEADORCH_SENDGRID_API_KEY",
+    "LEADORCH_SENDGRID_VERIFICATION_KEY",
+    "LEADORCH_ANTHROPIC_API_KEY",
+    "LEADORCH_OPENAI_API_KEY",
+    "LEADORCH_AI_PROVIDER",
+    "LEADORCH_AI_FALLBACK",
+    "LEADORCH_LOG",
+    "RUST_LOG",
+];
+
+fn number(summary: &Value, pointer: &str) -> f64 {
+    summary.pointer(pointer).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number at {pointer}: {summary}"))
+}
+
+#[tokio::test]
+async fn loadgen_reports_every_accepted_webhook_as_a_lead_in_its_json_summary() {
+    let db = TestDb::empty().await;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leadorch"));
+    command
+        .args(["loadgen", "--rate", &RATE.to_string(), "--duration-secs", &DURATION_SECS.to_string()])
+        .args(["--locations", "5"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("LEADORCH_DATABASE_URL", &db.url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for var in UNSET {
+        command.env_remove(var);
+    }
+    let child = command.spawn().expect("leadorch loadgen spawns");
+    // Dropping the future on timeout drops the child, which kills it.
+    let output = tokio::time::timeout(EXITS_WITHIN, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("leadorch loadgen still running after {EXITS_WITHIN:?}"))
+        .expect("leadorch loadgen output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "loadgen exited with {}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    assert_eq!(stdout.trim().lines().count(), 1, "stdout must be one JSON line\n{stdout}\nstderr:\n{stderr}");
+    let summary: Value = serde_json::from_str(stdout.trim()).expect("stdout is a JSON object");
+
+    let target = (RATE * DURATION_SECS) as f64;
+    let sent = number(&summary, "/sent");
+    assert!((sent - target).abs() <= target * 0.1, "sent {sent}, expected about {target}\n{summary}");
+    assert_eq!(number(&summary, "/accepted"), sent, "{summary}\nstderr:\n{stderr}");
+    assert_eq!(summary["errors"], serde_json::json!({}), "{summary}");
+    assert_eq!(number(&summary, "/leads_created"), sent, "{summary}\nstderr:\n{stderr}");
+    let p50 = number(&summary, "/speed_to_lead_ms/p50");
+    let p95 = number(&summary, "/speed_to_lead_ms/p95");
+    let p99 = number(&summary, "/speed_to_lead_ms/p99");
+    let max = number(&summary, "/speed_to_lead_ms/max");
+    assert!(0.0 <= p50 && p50 <= p95 && p95 <= p99 && p99 <= max, "{summary}");
+    assert_eq!(number(&summary, "/rate_target"), RATE as f64);
+    assert!(number(&summary, "/accepted_per_sec") > 0.0, "{summary}");
+    assert!(number(&summary, "/rss_mb_end") > 0.0, "{summary}");
+    // Every lead got its first SMS, so the scheduler claimed touches and its lag is known.
+    assert!(number(&summary, "/scheduler_lag_p99_ms") >= 0.0, "{summary}");
+
+    db.drop_database().await;
+}
