@@ -10,9 +10,9 @@
 //!
 //! Each iteration first creates B = 500 new estimates at the fake without the fake delivering
 //! anything (`create_order_silently`, round robin over the shops, every order for a customer
-//! of its own with its own phone and email) and signs their `INSERT`
-//! webhooks (untimed); then, timed, POSTs them to `/webhooks/shopmonkey/{tenant}` over
-//! loopback HTTP, 32 in flight (reqwest):
+//! of its own with its own phone and email) and signs their `INSERT` webhooks (untimed);
+//! then, timed, POSTs them to `/webhooks/shopmonkey/{tenant}` over loopback HTTP, 32 in
+//! flight (reqwest):
 //!
 //! - `ingest/webhook_202`: until every POST has answered 202, i.e. every event is committed to
 //!   `inbox_events` (the route commits before answering): accepted webhooks per second.
@@ -50,8 +50,8 @@ const BATCH: usize = 500;
 const CONCURRENCY: usize = 32;
 const SHOPS: usize = 10;
 /// Generated customers per shop, each with its own phone and email: a full run's orders
-/// (about 22 iterations of `BATCH`) each get a customer of their own, so no phone or customer
-/// piles up leads as it would not in production.
+/// (about 22 iterations of `BATCH`) each get a customer of their own: no phone or customer
+/// piles up hundreds of leads, as none would in production.
 const CUSTOMERS_PER_SHOP: usize = 2_000;
 const COMPANY: &str = "co_bench";
 const COMPANY_KEY: &str = "sm_bench_key";
