@@ -380,6 +380,17 @@ fn publish(session: &ActorRef<ChatMsg>, kind: ChatEventKind) {
     let _ = session.cast(ChatMsg::Reply(ReplyEvent::Publish(kind)));
 }
 
+/// Tells the subscribers that no reply can be produced now (the store or the prompt failed).
+fn publish_unavailable(session: &ActorRef<ChatMsg>) {
+    publish(
+        session,
+        ChatEventKind::Error {
+            message_id_opt: None,
+            message: "The assistant is unavailable right now. Please try again in a minute.".to_owned(),
+        },
+    );
+}
+
 /// Words that, with an offered slot's label, mean the customer takes that slot.
 const CONFIRM_WORDS: &[&str] = &["book", "yes", "confirm", "works", "take", "perfect", "great", "ok", "okay", "please"];
 
@@ -410,13 +421,7 @@ async fn reply(deps: &ChatDeps, args: &ChatArgs, batch: &[CustomerMessage], sess
         Ok(grounding) => grounding,
         Err(err) => {
             tracing::warn!(%lead_id, error = %err, "chat grounding failed");
-            publish(
-                session,
-                ChatEventKind::Error {
-                    message_id_opt: None,
-                    message: "The assistant is unavailable right now. Please try again in a minute.".to_owned(),
-                },
-            );
+            publish_unavailable(session);
             return;
         }
     };
@@ -444,13 +449,7 @@ async fn reply(deps: &ChatDeps, args: &ChatArgs, batch: &[CustomerMessage], sess
         Ok(system) => system,
         Err(err) => {
             tracing::error!(%lead_id, error = %err, "chat prompt failed to render");
-            publish(
-                session,
-                ChatEventKind::Error {
-                    message_id_opt: None,
-                    message: "The assistant is unavailable right now.".to_owned(),
-                },
-            );
+            publish_unavailable(session);
             return;
         }
     };
@@ -458,13 +457,7 @@ async fn reply(deps: &ChatDeps, args: &ChatArgs, batch: &[CustomerMessage], sess
         Ok(history) => history,
         Err(err) => {
             tracing::warn!(%lead_id, error = %err, "chat history unavailable");
-            publish(
-                session,
-                ChatEventKind::Error {
-                    message_id_opt: None,
-                    message: "The assistant is unavailable right now. Please try again in a minute.".to_owned(),
-                },
-            );
+            publish_unavailable(session);
             return;
         }
     };
@@ -473,13 +466,7 @@ async fn reply(deps: &ChatDeps, args: &ChatArgs, batch: &[CustomerMessage], sess
         Ok(id) => id,
         Err(err) => {
             tracing::warn!(%lead_id, error = %err, "chat reply could not be stored");
-            publish(
-                session,
-                ChatEventKind::Error {
-                    message_id_opt: None,
-                    message: "The assistant is unavailable right now. Please try again in a minute.".to_owned(),
-                },
-            );
+            publish_unavailable(session);
             return;
         }
     };
