@@ -267,7 +267,7 @@ async fn demo_tenant(store: &Store) -> anyhow::Result<(TenantId, String)> {
     if let Some(tenant) = named.iter().find(|t| t.active) {
         let secret = store.tenants.webhook_secret(tenant.id).await.context("failed to read the demo tenant")?;
         tracing::info!(tenant_id = %tenant.id, "reusing the demo tenant");
-        return Ok((tenant.id, secret));
+        return Ok((tenant.id, secret.to_string()));
     }
     anyhow::ensure!(
         named.is_empty(),

@@ -58,7 +58,12 @@ impl ApiKeyRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         client
             .execute(
-                "INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix) VALUES ($1, $2, $3, $4, $5)",
+                &client
+                    .prepare_cached(
+                        "INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&id.as_uuid(), &tenant_id.as_uuid(), &name, &hash_key(&key), &&key[..KEY_PREFIX.len() + 6]],
             )
             .await
@@ -78,9 +83,14 @@ impl ApiKeyRepo {
         // Lookup by hash: equality on a SHA-256 digest leaks nothing useful through timing.
         let row = client
             .query_opt(
-                "UPDATE api_keys SET last_used_at = now()
+                &client
+                    .prepare_cached(
+                        "UPDATE api_keys SET last_used_at = now()
                  WHERE key_hash = $1 AND revoked_at IS NULL
                  RETURNING id, tenant_id",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&hash_key(presented)],
             )
             .await
@@ -99,8 +109,13 @@ impl ApiKeyRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE api_keys SET revoked_at = now(), updated_at = now()
+                &client
+                    .prepare_cached(
+                        "UPDATE api_keys SET revoked_at = now(), updated_at = now()
                  WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &id.as_uuid()],
             )
             .await

@@ -97,9 +97,14 @@ impl AppointmentRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                "SELECT starts_at, ends_at FROM appointments
+                &client
+                    .prepare_cached(
+                        "SELECT starts_at, ends_at FROM appointments
                  WHERE tenant_id = $1 AND location_id = $2 AND status = 'booked' AND starts_at < $4 AND ends_at > $3
                  ORDER BY starts_at, ends_at",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &location_id.as_uuid(), &from, &to],
             )
             .await
@@ -115,11 +120,14 @@ impl AppointmentRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                &format!(
-                    "SELECT {APPOINTMENT_COLUMNS} FROM appointments
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {APPOINTMENT_COLUMNS} FROM appointments
                      WHERE tenant_id = $1 AND lead_id = $2 AND status = 'booked'
                      ORDER BY created_at DESC, id DESC LIMIT 1"
-                ),
+                    ))
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
             )
             .await
@@ -143,14 +151,16 @@ impl AppointmentRepo {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(pg_error)?;
         tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2::uuid::text))",
+            &tx.prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2::uuid::text))").await.map_err(pg_error)?,
             &[&BOOKING_LOCK_CLASS, &new.location_id.as_uuid()],
         )
         .await
         .map_err(pg_error)?;
         let lead = tx
             .query_opt(
-                "SELECT location_id FROM leads WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE",
+                &tx.prepare_cached("SELECT location_id FROM leads WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE")
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &new.lead_id.as_uuid()],
             )
             .await
@@ -162,7 +172,11 @@ impl AppointmentRepo {
         }
         let already = tx
             .query_opt(
-                "SELECT 1 FROM appointments WHERE tenant_id = $1 AND lead_id = $2 AND status = 'booked' LIMIT 1",
+                &tx.prepare_cached(
+                    "SELECT 1 FROM appointments WHERE tenant_id = $1 AND lead_id = $2 AND status = 'booked' LIMIT 1",
+                )
+                .await
+                .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &new.lead_id.as_uuid()],
             )
             .await
@@ -172,9 +186,13 @@ impl AppointmentRepo {
         }
         let overlapping = tx
             .query_opt(
-                "SELECT 1 FROM appointments
+                &tx.prepare_cached(
+                    "SELECT 1 FROM appointments
                  WHERE tenant_id = $1 AND location_id = $2 AND status = 'booked' AND starts_at < $4 AND ends_at > $3
                  LIMIT 1",
+                )
+                .await
+                .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &new.location_id.as_uuid(), &new.starts_at, &new.ends_at],
             )
             .await
@@ -184,11 +202,13 @@ impl AppointmentRepo {
         }
         let row = tx
             .query_one(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "INSERT INTO appointments (id, tenant_id, location_id, lead_id, starts_at, ends_at, service)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)
                      RETURNING {APPOINTMENT_COLUMNS}"
-                ),
+                ))
+                .await
+                .map_err(pg_error)?,
                 &[
                     &Uuid::now_v7(),
                     &tenant_id.as_uuid(),
@@ -204,14 +224,18 @@ impl AppointmentRepo {
         let open: Vec<&str> = BOOKING_STOPS.into_iter().map(LeadStatus::as_str).collect();
         let updated = tx
             .execute(
-                "UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = ANY($4)",
+                &tx.prepare_cached("UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = ANY($4)").await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &new.lead_id.as_uuid(), &LeadStatus::Booked.as_str(), &open],
             )
             .await
             .map_err(pg_error)?;
         tx.execute(
-            "UPDATE touchpoints SET status = 'cancelled', last_error = $3, updated_at = now()
+            &tx.prepare_cached(
+                "UPDATE touchpoints SET status = 'cancelled', last_error = $3, updated_at = now()
              WHERE tenant_id = $1 AND lead_id = $2 AND status = 'pending'",
+            )
+            .await
+            .map_err(pg_error)?,
             &[&tenant_id.as_uuid(), &new.lead_id.as_uuid(), &"booked"],
         )
         .await
@@ -236,7 +260,7 @@ impl AppointmentRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE appointments SET crm_appointment_id = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
+                &client.prepare_cached("UPDATE appointments SET crm_appointment_id = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2").await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &appointment_id, &crm_appointment_id],
             )
             .await
@@ -252,10 +276,13 @@ impl AppointmentRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE tenant_id = $1 AND lead_id = $2
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE tenant_id = $1 AND lead_id = $2
                      ORDER BY starts_at DESC, id DESC"
-                ),
+                    ))
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
             )
             .await

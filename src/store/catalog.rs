@@ -71,13 +71,13 @@ impl CatalogRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                "INSERT INTO service_catalog (tenant_id, location_id, crm_service_id, name, price_cents, bookable, fetched_at)
+                &client.prepare_cached("INSERT INTO service_catalog (tenant_id, location_id, crm_service_id, name, price_cents, bookable, fetched_at)
                  SELECT $1, $2, s.id, s.name, s.price, s.bookable, $7
                  FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::boolean[]) AS s (id, name, price, bookable)
                  ON CONFLICT (location_id, crm_service_id) DO UPDATE
                  SET name = EXCLUDED.name, price_cents = EXCLUDED.price_cents, bookable = EXCLUDED.bookable,
                      fetched_at = EXCLUDED.fetched_at, updated_at = now()
-                 RETURNING crm_service_id, name, price_cents, override_price_cents, bookable",
+                 RETURNING crm_service_id, name, price_cents, override_price_cents, bookable").await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &location_id.as_uuid(), &ids, &names, &prices, &bookable, &fetched_at],
             )
             .await
@@ -94,11 +94,16 @@ impl CatalogRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                "SELECT crm_service_id, name, price_cents, override_price_cents, bookable, fetched_at
+                &client
+                    .prepare_cached(
+                        "SELECT crm_service_id, name, price_cents, override_price_cents, bookable, fetched_at
                  FROM service_catalog
                  WHERE tenant_id = $1 AND location_id = $2
                    AND fetched_at = (SELECT max(fetched_at) FROM service_catalog
                                      WHERE tenant_id = $1 AND location_id = $2)",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &location_id.as_uuid()],
             )
             .await
@@ -131,8 +136,13 @@ impl CatalogRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE service_catalog SET override_price_cents = $4, updated_at = now()
+                &client
+                    .prepare_cached(
+                        "UPDATE service_catalog SET override_price_cents = $4, updated_at = now()
                  WHERE tenant_id = $1 AND location_id = $2 AND crm_service_id = $3",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &location_id.as_uuid(), &service_id, &price_opt.map(|p| p.cents())],
             )
             .await

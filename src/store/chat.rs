@@ -107,7 +107,9 @@ fn saturating_i64(value: u64) -> i64 {
 /// `NotFound` when the lead does not exist or belongs to another tenant.
 async fn lock_lead_session(tx: &Transaction<'_>, tenant_id: TenantId, lead_id: LeadId) -> Result<Uuid, StoreError> {
     tx.query_opt(
-        "SELECT id FROM leads WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE",
+        &tx.prepare_cached("SELECT id FROM leads WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE")
+            .await
+            .map_err(pg_error)?,
         &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
     )
     .await
@@ -115,8 +117,12 @@ async fn lock_lead_session(tx: &Transaction<'_>, tenant_id: TenantId, lead_id: L
     .ok_or(StoreError::NotFound)?;
     let existing = tx
         .query_opt(
-            "SELECT id FROM chat_sessions WHERE tenant_id = $1 AND lead_id = $2 AND status = 'open'
+            &tx.prepare_cached(
+                "SELECT id FROM chat_sessions WHERE tenant_id = $1 AND lead_id = $2 AND status = 'open'
              ORDER BY created_at LIMIT 1",
+            )
+            .await
+            .map_err(pg_error)?,
             &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
         )
         .await
@@ -126,7 +132,9 @@ async fn lock_lead_session(tx: &Transaction<'_>, tenant_id: TenantId, lead_id: L
     }
     let row = tx
         .query_one(
-            "INSERT INTO chat_sessions (id, tenant_id, lead_id) VALUES ($1, $2, $3) RETURNING id",
+            &tx.prepare_cached("INSERT INTO chat_sessions (id, tenant_id, lead_id) VALUES ($1, $2, $3) RETURNING id")
+                .await
+                .map_err(pg_error)?,
             &[&Uuid::now_v7(), &tenant_id.as_uuid(), &lead_id.as_uuid()],
         )
         .await
@@ -146,14 +154,22 @@ async fn insert_message(
 ) -> Result<Uuid, StoreError> {
     let id = Uuid::now_v7();
     tx.execute(
-        "INSERT INTO chat_messages (id, tenant_id, session_id, lead_id, role, content, status)
+        &tx.prepare_cached(
+            "INSERT INTO chat_messages (id, tenant_id, session_id, lead_id, role, content, status)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await
+        .map_err(pg_error)?,
         &[&id, &tenant_id.as_uuid(), &session_id, &lead_id.as_uuid(), &role, &content, &status.as_str()],
     )
     .await
     .map_err(pg_error)?;
     tx.execute(
-        "UPDATE chat_sessions SET last_activity_at = now(), updated_at = now() WHERE tenant_id = $1 AND id = $2",
+        &tx.prepare_cached(
+            "UPDATE chat_sessions SET last_activity_at = now(), updated_at = now() WHERE tenant_id = $1 AND id = $2",
+        )
+        .await
+        .map_err(pg_error)?,
         &[&tenant_id.as_uuid(), &session_id],
     )
     .await
@@ -174,8 +190,13 @@ impl ChatRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let existing = client
             .query_opt(
-                "SELECT id FROM chat_sessions WHERE tenant_id = $1 AND lead_id = $2 AND status = 'open'
+                &client
+                    .prepare_cached(
+                        "SELECT id FROM chat_sessions WHERE tenant_id = $1 AND lead_id = $2 AND status = 'open'
                  ORDER BY created_at LIMIT 1",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
             )
             .await
@@ -185,7 +206,12 @@ impl ChatRepo {
         }
         let row = client
             .query_one(
-                "INSERT INTO chat_sessions (id, tenant_id, lead_id) VALUES ($1, $2, $3) RETURNING id",
+                &client
+                    .prepare_cached(
+                        "INSERT INTO chat_sessions (id, tenant_id, lead_id) VALUES ($1, $2, $3) RETURNING id",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&Uuid::now_v7(), &tenant_id.as_uuid(), &lead_id.as_uuid()],
             )
             .await
@@ -209,14 +235,14 @@ impl ChatRepo {
         let id = Uuid::now_v7();
         client
             .execute(
-                "INSERT INTO chat_messages (id, tenant_id, session_id, lead_id, role, content) VALUES ($1, $2, $3, $4, $5, $6)",
+                &client.prepare_cached("INSERT INTO chat_messages (id, tenant_id, session_id, lead_id, role, content) VALUES ($1, $2, $3, $4, $5, $6)").await.map_err(pg_error)?,
                 &[&id, &tenant_id.as_uuid(), &session_id, &lead_id.as_uuid(), &role, &content],
             )
             .await
             .map_err(pg_error)?;
         client
             .execute(
-                "UPDATE chat_sessions SET last_activity_at = now(), updated_at = now() WHERE tenant_id = $1 AND id = $2",
+                &client.prepare_cached("UPDATE chat_sessions SET last_activity_at = now(), updated_at = now() WHERE tenant_id = $1 AND id = $2").await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &session_id],
             )
             .await
@@ -243,14 +269,18 @@ impl ChatRepo {
         let open: Vec<&str> = REPLY_STOPS.into_iter().map(LeadStatus::as_str).collect();
         let updated = tx
             .execute(
-                "UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = ANY($4)",
+                &tx.prepare_cached("UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = ANY($4)").await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &LeadStatus::Replied.as_str(), &open],
             )
             .await
             .map_err(pg_error)?;
         tx.execute(
-            "UPDATE touchpoints SET status = 'cancelled', last_error = $3, updated_at = now()
+            &tx.prepare_cached(
+                "UPDATE touchpoints SET status = 'cancelled', last_error = $3, updated_at = now()
              WHERE tenant_id = $1 AND lead_id = $2 AND status = 'pending'",
+            )
+            .await
+            .map_err(pg_error)?,
             &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &"customer replied"],
         )
         .await
@@ -286,7 +316,9 @@ impl ChatRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_one(
-                "WITH m AS (
+                &client
+                    .prepare_cached(
+                        "WITH m AS (
                      UPDATE chat_messages
                      SET content = $3, status = $4, provider = $5, model = $6, tokens_in = $7, tokens_out = $8,
                          cost_micros = $9, first_token_ms = $10, total_ms = $11, updated_at = now()
@@ -297,6 +329,9 @@ impl ChatRepo {
                      WHERE tenant_id = $1 AND id IN (SELECT session_id FROM m)
                  )
                  SELECT count(*) FROM m",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[
                     &tenant_id.as_uuid(),
                     &message_id,
@@ -354,10 +389,15 @@ impl ChatRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                "SELECT id, role, content, status, provider, model, tokens_in, tokens_out, cost_micros,
+                &client
+                    .prepare_cached(
+                        "SELECT id, role, content, status, provider, model, tokens_in, tokens_out, cost_micros,
                         first_token_ms, total_ms, created_at
                  FROM chat_messages
                  WHERE tenant_id = $1 AND lead_id = $2 ORDER BY created_at, id",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
             )
             .await

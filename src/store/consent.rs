@@ -35,9 +35,9 @@ impl ConsentRepo {
         let status = if opted_out { "opted_out" } else { "opted_in" };
         client
             .execute(
-                "INSERT INTO consent (tenant_id, channel, address, status, source, reason) VALUES ($1, $2, $3, $4, $5, $6)
+                &client.prepare_cached("INSERT INTO consent (tenant_id, channel, address, status, source, reason) VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (tenant_id, address, channel)
-                 DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, reason = EXCLUDED.reason, updated_at = now()",
+                 DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, reason = EXCLUDED.reason, updated_at = now()").await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &channel, &address, &status, &source, &reason_opt],
             )
             .await
@@ -53,7 +53,10 @@ impl ConsentRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                "SELECT status FROM consent WHERE tenant_id = $1 AND address = $2 AND channel = $3",
+                &client
+                    .prepare_cached("SELECT status FROM consent WHERE tenant_id = $1 AND address = $2 AND channel = $3")
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &address, &channel],
             )
             .await

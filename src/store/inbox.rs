@@ -120,7 +120,12 @@ impl InboxRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                &format!("SELECT {INBOX_COLUMNS} FROM inbox_events WHERE tenant_id = $1 AND id = $2"),
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {INBOX_COLUMNS} FROM inbox_events WHERE tenant_id = $1 AND id = $2"
+                    ))
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &id],
             )
             .await
@@ -142,11 +147,11 @@ impl InboxRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                &format!(
+                &client.prepare_cached(&format!(
                     "SELECT {INBOX_COLUMNS} FROM inbox_events
                      WHERE processed_at IS NULL AND tenant_id = $1 AND (next_attempt_at IS NULL OR next_attempt_at <= $2)
                      ORDER BY received_at, id LIMIT $3"
-                ),
+                )).await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &now, &limit],
             )
             .await
@@ -162,8 +167,8 @@ impl InboxRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE inbox_events SET processed_at = now(), outcome = $3, attempts = attempts + 1, updated_at = now()
-                 WHERE tenant_id = $1 AND id = $2",
+                &client.prepare_cached("UPDATE inbox_events SET processed_at = now(), outcome = $3, attempts = attempts + 1, updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2").await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &id, &outcome],
             )
             .await
@@ -185,8 +190,8 @@ impl InboxRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE inbox_events SET processed_at = now(), outcome = $4, attempts = attempts + 1, updated_at = now()
-                 WHERE tenant_id = $1 AND source = $2 AND event_id = $3",
+                &client.prepare_cached("UPDATE inbox_events SET processed_at = now(), outcome = $4, attempts = attempts + 1, updated_at = now()
+                 WHERE tenant_id = $1 AND source = $2 AND event_id = $3").await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &source, &event_id, &outcome],
             )
             .await
@@ -208,8 +213,8 @@ impl InboxRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE inbox_events SET attempts = attempts + 1, last_error = $3, next_attempt_at = $4, updated_at = now()
-                 WHERE tenant_id = $1 AND id = $2",
+                &client.prepare_cached("UPDATE inbox_events SET attempts = attempts + 1, last_error = $3, next_attempt_at = $4, updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2").await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &id, &error, &next_attempt_at],
             )
             .await
@@ -225,7 +230,12 @@ impl InboxRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_one(
-                "SELECT min(received_at) FROM inbox_events WHERE processed_at IS NULL AND tenant_id = $1",
+                &client
+                    .prepare_cached(
+                        "SELECT min(received_at) FROM inbox_events WHERE processed_at IS NULL AND tenant_id = $1",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid()],
             )
             .await
@@ -246,10 +256,15 @@ async fn insert_one(
     let client = pool.get().await.map_err(pool_error)?;
     let row = client
         .query_opt(
-            "INSERT INTO inbox_events (tenant_id, source, event_id, payload, received_at)
+            &client
+                .prepare_cached(
+                    "INSERT INTO inbox_events (tenant_id, source, event_id, payload, received_at)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (tenant_id, source, event_id) DO NOTHING
              RETURNING id",
+                )
+                .await
+                .map_err(pg_error)?,
             &[&tenant_id.as_uuid(), &source, &event_id, payload, &received_at],
         )
         .await
@@ -324,10 +339,15 @@ async fn insert_many(pool: &Pool, batch: &[PendingInsert]) -> Result<HashMap<(Uu
     let client = pool.get().await.map_err(pool_error)?;
     let rows = client
         .query(
-            "INSERT INTO inbox_events (tenant_id, source, event_id, payload, received_at)
+            &client
+                .prepare_cached(
+                    "INSERT INTO inbox_events (tenant_id, source, event_id, payload, received_at)
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[])
              ON CONFLICT (tenant_id, source, event_id) DO NOTHING
              RETURNING id, tenant_id, source, event_id",
+                )
+                .await
+                .map_err(pg_error)?,
             &[&tenants, &sources, &event_ids, &payloads, &received],
         )
         .await

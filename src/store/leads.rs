@@ -85,18 +85,49 @@ impl LeadRepo {
             .map_err(|e| StoreError::Invalid(format!("vehicle: {e}")))?;
         let services = serde_json::to_value(&new.requested_services).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let status = if plan.is_empty() { LeadStatus::New } else { LeadStatus::InCadence };
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let inserted = tx
-            .query_opt(
-                &format!(
-                    "INSERT INTO leads (id, tenant_id, location_id, crm_source, crm_order_id, crm_customer_id, status,
+        // The plan goes in as arrays, so the lead and all its touches are one statement: one
+        // round trip and one commit, atomic without a transaction block.
+        let mut ids = Vec::with_capacity(plan.len());
+        let mut step_indexes = Vec::with_capacity(plan.len());
+        let mut channels = Vec::with_capacity(plan.len());
+        let mut templates = Vec::with_capacity(plan.len());
+        let mut intended = Vec::with_capacity(plan.len());
+        let mut scheduled = Vec::with_capacity(plan.len());
+        let mut reasons = Vec::with_capacity(plan.len());
+        for step in plan {
+            ids.push(TouchpointId::new().as_uuid());
+            step_indexes.push(i32::try_from(step.step_index).map_err(|e| StoreError::Invalid(e.to_string()))?);
+            channels.push(step.channel.as_str());
+            templates.push(step.template.as_str());
+            intended.push(step.intended_at);
+            scheduled.push(step.scheduled_at);
+            reasons.push(step.placement_reason_opt.as_deref());
+        }
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH lead AS (
+                     INSERT INTO leads (id, tenant_id, location_id, crm_source, crm_order_id, crm_customer_id, status,
                                         first_name, last_name, phone, email, vehicle, requested_services,
                                         cadence_name, cadence_version, received_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                      ON CONFLICT (tenant_id, crm_source, crm_order_id) DO NOTHING
-                     RETURNING {LEAD_COLUMNS}"
-                ),
+                     RETURNING {LEAD_COLUMNS}),
+                 plan AS (
+                     INSERT INTO touchpoints (id, tenant_id, lead_id, step_index, channel, template, intended_at,
+                                              scheduled_at, placement_reason)
+                     SELECT p.id, lead.tenant_id, lead.id, p.step_index, p.channel, p.template, p.intended_at,
+                            p.scheduled_at, p.placement_reason
+                     FROM lead, unnest($17::uuid[], $18::int4[], $19::text[], $20::text[], $21::timestamptz[],
+                                       $22::timestamptz[], $23::text[])
+                          AS p(id, step_index, channel, template, intended_at, scheduled_at, placement_reason))
+                 SELECT * FROM lead"
+            ))
+            .await
+            .map_err(pg_error)?;
+        let inserted = client
+            .query_opt(
+                &statement,
                 &[
                     &LeadId::new().as_uuid(),
                     &new.tenant_id.as_uuid(),
@@ -114,47 +145,23 @@ impl LeadRepo {
                     &cadence_opt.map(|c| c.name),
                     &cadence_opt.map(|c| c.version),
                     &new.received_at,
+                    &ids,
+                    &step_indexes,
+                    &channels,
+                    &templates,
+                    &intended,
+                    &scheduled,
+                    &reasons,
                 ],
             )
             .await
             .map_err(pg_error)?;
         let Some(row) = inserted else {
-            drop(tx);
+            drop(client);
             let existing = self.find_by_crm_order(new.tenant_id, &new.crm_source, &new.crm_order_id).await?;
             return Ok(LeadCreated::Existing(existing));
         };
-        let lead = lead_from_row(&row)?;
-        if !plan.is_empty() {
-            let insert = tx
-                .prepare(
-                    "INSERT INTO touchpoints (id, tenant_id, lead_id, step_index, channel, template, intended_at,
-                                              scheduled_at, placement_reason)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .await
-                .map_err(pg_error)?;
-            for step in plan {
-                let step_index = i32::try_from(step.step_index).map_err(|e| StoreError::Invalid(e.to_string()))?;
-                tx.execute(
-                    &insert,
-                    &[
-                        &TouchpointId::new().as_uuid(),
-                        &lead.tenant_id.as_uuid(),
-                        &lead.id.as_uuid(),
-                        &step_index,
-                        &step.channel.as_str(),
-                        &step.template,
-                        &step.intended_at,
-                        &step.scheduled_at,
-                        &step.placement_reason_opt,
-                    ],
-                )
-                .await
-                .map_err(pg_error)?;
-            }
-        }
-        tx.commit().await.map_err(pg_error)?;
-        Ok(LeadCreated::Created(lead))
+        Ok(LeadCreated::Created(lead_from_row(&row)?))
     }
 
     /// Returns one lead of the tenant.
@@ -165,7 +172,10 @@ impl LeadRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                &format!("SELECT {LEAD_COLUMNS} FROM leads WHERE tenant_id = $1 AND id = $2"),
+                &client
+                    .prepare_cached(&format!("SELECT {LEAD_COLUMNS} FROM leads WHERE tenant_id = $1 AND id = $2"))
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
             )
             .await
@@ -187,9 +197,9 @@ impl LeadRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                &format!(
+                &client.prepare_cached(&format!(
                     "SELECT {LEAD_COLUMNS} FROM leads WHERE tenant_id = $1 AND crm_source = $2 AND crm_order_id = $3"
-                ),
+                )).await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &crm_source, &crm_order_id],
             )
             .await
@@ -215,8 +225,9 @@ impl LeadRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {LEAD_COLUMNS} FROM leads
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {LEAD_COLUMNS} FROM leads
                      WHERE tenant_id = $1
                        AND ($2::uuid IS NULL OR location_id = $2)
                        AND ($3::text IS NULL OR status = $3)
@@ -224,7 +235,9 @@ impl LeadRepo {
                        AND ($5::timestamptz IS NULL OR created_at < $5)
                      ORDER BY created_at DESC, id DESC
                      LIMIT $6"
-                ),
+                    ))
+                    .await
+                    .map_err(pg_error)?,
                 &[
                     &tenant_id.as_uuid(),
                     &location_opt.map(|l| l.as_uuid()),
@@ -267,9 +280,9 @@ impl LeadRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                &format!(
+                &client.prepare_cached(&format!(
                     "SELECT {LEAD_COLUMNS} FROM leads WHERE tenant_id = $1 AND {column} = $2 ORDER BY created_at DESC, id DESC"
-                ),
+                )).await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &value],
             )
             .await
@@ -291,7 +304,7 @@ impl LeadRepo {
             .collect();
         let updated = client
             .execute(
-                "UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = ANY($4)",
+                &client.prepare_cached("UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = ANY($4)").await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &to.as_str(), &open],
             )
             .await
@@ -316,11 +329,14 @@ impl LeadRepo {
         let from_names: Vec<&str> = from.iter().copied().map(LeadStatus::as_str).collect();
         let updated = client
             .query_opt(
-                &format!(
-                    "UPDATE leads SET status = $4, updated_at = now()
+                &client
+                    .prepare_cached(&format!(
+                        "UPDATE leads SET status = $4, updated_at = now()
                      WHERE tenant_id = $1 AND id = $2 AND status = ANY($3)
                      RETURNING {LEAD_COLUMNS}"
-                ),
+                    ))
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &from_names, &to.as_str()],
             )
             .await
@@ -331,7 +347,10 @@ impl LeadRepo {
         // Nothing matched: either the lead is not the tenant's, or its status refused the change.
         let row = client
             .query_opt(
-                "SELECT status FROM leads WHERE tenant_id = $1 AND id = $2",
+                &client
+                    .prepare_cached("SELECT status FROM leads WHERE tenant_id = $1 AND id = $2")
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
             )
             .await
@@ -355,8 +374,13 @@ impl LeadRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE leads SET first_touch_at = $3, updated_at = now()
+                &client
+                    .prepare_cached(
+                        "UPDATE leads SET first_touch_at = $3, updated_at = now()
                  WHERE tenant_id = $1 AND id = $2 AND first_touch_at IS NULL",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &at],
             )
             .await
@@ -372,7 +396,10 @@ impl LeadRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
+                &client
+                    .prepare_cached("UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2")
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &status.as_str()],
             )
             .await
@@ -393,7 +420,12 @@ impl LeadRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE leads SET links_revoked_at = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
+                &client
+                    .prepare_cached(
+                        "UPDATE leads SET links_revoked_at = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &at],
             )
             .await
@@ -413,7 +445,10 @@ impl LeadRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                "SELECT links_revoked_at FROM leads WHERE tenant_id = $1 AND id = $2",
+                &client
+                    .prepare_cached("SELECT links_revoked_at FROM leads WHERE tenant_id = $1 AND id = $2")
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
             )
             .await
@@ -444,15 +479,19 @@ impl LeadRepo {
             .collect();
         let updated = tx
             .execute(
-                "UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = ANY($4)",
+                &tx.prepare_cached("UPDATE leads SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = ANY($4)").await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &to.as_str(), &open],
             )
             .await
             .map_err(pg_error)?;
         if updated == 1 {
             tx.execute(
-                "UPDATE touchpoints SET status = 'cancelled', last_error = $3, updated_at = now()
+                &tx.prepare_cached(
+                    "UPDATE touchpoints SET status = 'cancelled', last_error = $3, updated_at = now()
                  WHERE tenant_id = $1 AND lead_id = $2 AND status = 'pending'",
+                )
+                .await
+                .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &reason],
             )
             .await

@@ -71,12 +71,15 @@ impl LocationRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_one(
-                &format!(
-                    "INSERT INTO locations (id, tenant_id, crm_location_id, name, address, phone, timezone,
+                &client
+                    .prepare_cached(&format!(
+                        "INSERT INTO locations (id, tenant_id, crm_location_id, name, address, phone, timezone,
                                             sms_from, sms_rate_per_sec, email_from)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                      RETURNING {LOCATION_COLUMNS}"
-                ),
+                    ))
+                    .await
+                    .map_err(pg_error)?,
                 &[
                     &LocationId::new().as_uuid(),
                     &new.tenant_id.as_uuid(),
@@ -103,7 +106,12 @@ impl LocationRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                &format!("SELECT {LOCATION_COLUMNS} FROM locations WHERE tenant_id = $1 AND id = $2"),
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {LOCATION_COLUMNS} FROM locations WHERE tenant_id = $1 AND id = $2"
+                    ))
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &location_id.as_uuid()],
             )
             .await
@@ -120,7 +128,12 @@ impl LocationRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                &format!("SELECT {LOCATION_COLUMNS} FROM locations WHERE tenant_id = $1 AND crm_location_id = $2"),
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {LOCATION_COLUMNS} FROM locations WHERE tenant_id = $1 AND crm_location_id = $2"
+                    ))
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &crm_location_id],
             )
             .await
@@ -137,7 +150,13 @@ impl LocationRepo {
     pub async fn find_by_sms_from(&self, sms_from: &Phone) -> Result<Location, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
-            .query_opt(&format!("SELECT {LOCATION_COLUMNS} FROM locations WHERE sms_from = $1"), &[&sms_from.as_str()])
+            .query_opt(
+                &client
+                    .prepare_cached(&format!("SELECT {LOCATION_COLUMNS} FROM locations WHERE sms_from = $1"))
+                    .await
+                    .map_err(pg_error)?,
+                &[&sms_from.as_str()],
+            )
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;
@@ -152,7 +171,10 @@ impl LocationRepo {
     pub async fn owner_of(&self, location_id: LocationId) -> Result<TenantId, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
-            .query_opt("SELECT tenant_id FROM locations WHERE id = $1", &[&location_id.as_uuid()])
+            .query_opt(
+                &client.prepare_cached("SELECT tenant_id FROM locations WHERE id = $1").await.map_err(pg_error)?,
+                &[&location_id.as_uuid()],
+            )
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;
@@ -167,7 +189,12 @@ impl LocationRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                &format!("SELECT {LOCATION_COLUMNS} FROM locations WHERE tenant_id = $1 ORDER BY name, id"),
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {LOCATION_COLUMNS} FROM locations WHERE tenant_id = $1 ORDER BY name, id"
+                    ))
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid()],
             )
             .await
@@ -189,7 +216,9 @@ impl LocationRepo {
         let tx = client.transaction().await.map_err(pg_error)?;
         let owned = tx
             .query_opt(
-                "SELECT 1 FROM locations WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+                &tx.prepare_cached("SELECT 1 FROM locations WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &location_id.as_uuid()],
             )
             .await
@@ -198,13 +227,15 @@ impl LocationRepo {
             return Err(StoreError::NotFound);
         }
         tx.execute(
-            "DELETE FROM location_hours WHERE tenant_id = $1 AND location_id = $2",
+            &tx.prepare_cached("DELETE FROM location_hours WHERE tenant_id = $1 AND location_id = $2")
+                .await
+                .map_err(pg_error)?,
             &[&tenant_id.as_uuid(), &location_id.as_uuid()],
         )
         .await
         .map_err(pg_error)?;
         let insert = tx
-            .prepare(
+            .prepare_cached(
                 "INSERT INTO location_hours (tenant_id, location_id, weekday, opens, closes) VALUES ($1, $2, $3, $4, $5)",
             )
             .await
@@ -216,7 +247,9 @@ impl LocationRepo {
                 .map_err(pg_error)?;
         }
         tx.execute(
-            "UPDATE locations SET updated_at = now() WHERE tenant_id = $1 AND id = $2",
+            &tx.prepare_cached("UPDATE locations SET updated_at = now() WHERE tenant_id = $1 AND id = $2")
+                .await
+                .map_err(pg_error)?,
             &[&tenant_id.as_uuid(), &location_id.as_uuid()],
         )
         .await
@@ -234,8 +267,13 @@ impl LocationRepo {
             .query(
                 // PostgreSQL keeps "24:00" (an end-of-day close), which has no jiff Time: read it as
                 // the last microsecond, then map that back to the domain's end-of-day marker.
-                "SELECT weekday, opens, LEAST(closes, time '23:59:59.999999') AS closes FROM location_hours
-                 WHERE tenant_id = $1 AND location_id = $2 ORDER BY weekday, opens",
+                &client
+                    .prepare_cached(
+                        "SELECT weekday, opens, LEAST(closes, time '23:59:59.999999') AS closes FROM location_hours
+                         WHERE tenant_id = $1 AND location_id = $2 ORDER BY weekday, opens",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &location_id.as_uuid()],
             )
             .await

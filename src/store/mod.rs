@@ -104,6 +104,18 @@ pub(crate) fn pg_config(settings: &DatabaseSettings) -> Result<tokio_postgres::C
         .map_err(|_| StoreError::Invalid("database url is not a valid postgres URL".to_owned()))?;
     config.connect_timeout(settings.connect_timeout);
     config.application_name("leadorch");
+    // Statements are prepared once per connection (`prepare_cached`), and PostgreSQL would
+    // switch a prepared statement to one generic plan after five runs. With a tenant id as a
+    // parameter that plan is a trap: it is chosen without the tenant's value, from statistics
+    // that may be missing (a new table, autovacuum off) or dominated by one big tenant, and then
+    // kept. Every query here is a short indexed lookup, so planning it for its actual values
+    // costs little and picks the right index for each tenant.
+    let custom_plans = "-c plan_cache_mode=force_custom_plan";
+    let options = match config.get_options() {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing} {custom_plans}"),
+        _ => custom_plans.to_owned(),
+    };
+    config.options(&options);
     Ok(config)
 }
 

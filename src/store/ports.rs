@@ -118,9 +118,14 @@ impl JobStore for Store {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                "SELECT cursor FROM job_executions
+                &client
+                    .prepare_cached(
+                        "SELECT cursor FROM job_executions
                  WHERE tenant_id = $1 AND job = $2 AND error IS NULL AND cursor IS NOT NULL
                  ORDER BY started_at DESC, id DESC LIMIT 1",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &job],
             )
             .await
@@ -134,8 +139,8 @@ impl JobStore for Store {
         let new = i32::try_from(run.items_new).unwrap_or(i32::MAX);
         client
             .execute(
-                "INSERT INTO job_executions (tenant_id, job, started_at, finished_at, cursor, items_seen, items_new, error)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &client.prepare_cached("INSERT INTO job_executions (tenant_id, job, started_at, finished_at, cursor, items_seen, items_new, error)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)").await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &run.job, &run.started_at, &run.finished_at, &run.cursor_opt, &seen, &new, &run.error_opt],
             )
             .await

@@ -1,6 +1,10 @@
 //! Tenants: the franchisors one deployment serves.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use base64::Engine;
+use dashmap::DashMap;
 use deadpool_postgres::Pool;
 use leadorch_actors::domain::{Tenant, TenantId};
 use leadorch_actors::ports::StoreError;
@@ -18,10 +22,17 @@ pub struct CreatedTenant {
     pub webhook_secret: String,
 }
 
+/// How long a webhook secret read from the database is trusted without reading it again. The
+/// webhook route asks on every request; this saves that round trip under load. A tenant
+/// deactivated directly in the database stops being accepted within this time.
+const SECRET_TTL: Duration = Duration::from_secs(10);
+
 /// Reads and writes `tenants`.
 #[derive(Clone, Debug)]
 pub struct TenantRepo {
     pool: Pool,
+    /// Webhook secrets of active tenants, with when they were read.
+    secrets: Arc<DashMap<TenantId, (Arc<str>, Instant)>>,
 }
 
 fn tenant_from_row(row: &Row) -> Tenant {
@@ -42,7 +53,7 @@ pub(crate) fn generate_secret() -> String {
 
 impl TenantRepo {
     pub(crate) fn new(pool: Pool) -> Self {
-        TenantRepo { pool }
+        TenantRepo { pool, secrets: Arc::default() }
     }
 
     /// Creates a tenant; generates its webhook secret when none is given.
@@ -64,8 +75,13 @@ impl TenantRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_one(
-                "INSERT INTO tenants (id, name, webhook_secret) VALUES ($1, $2, $3)
+                &client
+                    .prepare_cached(
+                        "INSERT INTO tenants (id, name, webhook_secret) VALUES ($1, $2, $3)
                  RETURNING id, name, active, created_at",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&TenantId::new().as_uuid(), &name, &secret],
             )
             .await
@@ -80,7 +96,13 @@ impl TenantRepo {
     pub async fn get(&self, tenant_id: TenantId) -> Result<Tenant, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
-            .query_opt("SELECT id, name, active, created_at FROM tenants WHERE id = $1", &[&tenant_id.as_uuid()])
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT id, name, active, created_at FROM tenants WHERE id = $1")
+                    .await
+                    .map_err(pg_error)?,
+                &[&tenant_id.as_uuid()],
+            )
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;
@@ -94,7 +116,13 @@ impl TenantRepo {
     pub async fn list(&self) -> Result<Vec<Tenant>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
-            .query("SELECT id, name, active, created_at FROM tenants ORDER BY created_at, id", &[])
+            .query(
+                &client
+                    .prepare_cached("SELECT id, name, active, created_at FROM tenants ORDER BY created_at, id")
+                    .await
+                    .map_err(pg_error)?,
+                &[],
+            )
             .await
             .map_err(pg_error)?;
         Ok(rows.iter().map(tenant_from_row).collect())
@@ -108,7 +136,10 @@ impl TenantRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE tenants SET crm_api_key_enc = $2, updated_at = now() WHERE id = $1",
+                &client
+                    .prepare_cached("UPDATE tenants SET crm_api_key_enc = $2, updated_at = now() WHERE id = $1")
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &encrypted],
             )
             .await
@@ -123,7 +154,10 @@ impl TenantRepo {
     pub async fn crm_key_enc(&self, tenant_id: TenantId) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
-            .query_opt("SELECT crm_api_key_enc FROM tenants WHERE id = $1", &[&tenant_id.as_uuid()])
+            .query_opt(
+                &client.prepare_cached("SELECT crm_api_key_enc FROM tenants WHERE id = $1").await.map_err(pg_error)?,
+                &[&tenant_id.as_uuid()],
+            )
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;
@@ -134,13 +168,24 @@ impl TenantRepo {
     ///
     /// # Errors
     /// `NotFound` for an unknown or inactive tenant.
-    pub async fn webhook_secret(&self, tenant_id: TenantId) -> Result<String, StoreError> {
+    pub async fn webhook_secret(&self, tenant_id: TenantId) -> Result<Arc<str>, StoreError> {
+        if let Some(entry) = self.secrets.get(&tenant_id)
+            && entry.1.elapsed() < SECRET_TTL
+        {
+            return Ok(entry.0.clone());
+        }
         let client = self.pool.get().await.map_err(pool_error)?;
-        let row = client
-            .query_opt("SELECT webhook_secret FROM tenants WHERE id = $1 AND active", &[&tenant_id.as_uuid()])
+        let statement = client
+            .prepare_cached("SELECT webhook_secret FROM tenants WHERE id = $1 AND active")
             .await
-            .map_err(pg_error)?
-            .ok_or(StoreError::NotFound)?;
-        Ok(row.get(0))
+            .map_err(pg_error)?;
+        let row_opt = client.query_opt(&statement, &[&tenant_id.as_uuid()]).await.map_err(pg_error)?;
+        let Some(row) = row_opt else {
+            self.secrets.remove(&tenant_id);
+            return Err(StoreError::NotFound);
+        };
+        let secret: Arc<str> = Arc::from(row.get::<_, String>(0));
+        self.secrets.insert(tenant_id, (secret.clone(), Instant::now()));
+        Ok(secret)
     }
 }

@@ -57,9 +57,9 @@ impl TouchpointRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                &format!(
+                &client.prepare_cached(&format!(
                     "SELECT {TOUCHPOINT_COLUMNS} FROM touchpoints WHERE tenant_id = $1 AND lead_id = $2 ORDER BY step_index"
-                ),
+                )).await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid()],
             )
             .await
@@ -77,12 +77,15 @@ impl TouchpointRepo {
         let columns = TOUCHPOINT_COLUMNS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ");
         let rows = client
             .query(
-                &format!(
-                    "SELECT {columns}, l.location_id FROM touchpoints t
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {columns}, l.location_id FROM touchpoints t
                      JOIN leads l ON l.tenant_id = t.tenant_id AND l.id = t.lead_id
                      WHERE t.status = 'pending' AND t.scheduled_at <= $2 AND t.tenant_id = $1
                      ORDER BY t.scheduled_at LIMIT $3"
-                ),
+                    ))
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &until, &limit],
             )
             .await
@@ -113,12 +116,15 @@ impl TouchpointRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                &format!(
-                    "UPDATE touchpoints
+                &client
+                    .prepare_cached(&format!(
+                        "UPDATE touchpoints
                      SET status = 'sending', attempt_id = $3, attempts = attempts + 1, updated_at = now()
                      WHERE tenant_id = $1 AND id = $2 AND status = 'pending' AND scheduled_at <= $4
                      RETURNING {TOUCHPOINT_COLUMNS}"
-                ),
+                    ))
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &touchpoint_id.as_uuid(), &Uuid::new_v4(), &due_by],
             )
             .await
@@ -140,8 +146,13 @@ impl TouchpointRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE touchpoints SET updated_at = now()
+                &client
+                    .prepare_cached(
+                        "UPDATE touchpoints SET updated_at = now()
                  WHERE tenant_id = $1 AND id = $2 AND attempt_id = $3 AND status = 'sending'",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &touchpoint_id.as_uuid(), &attempt_id],
             )
             .await
@@ -164,9 +175,14 @@ impl TouchpointRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE touchpoints
+                &client
+                    .prepare_cached(
+                        "UPDATE touchpoints
                  SET status = 'sent', provider_message_id = $4, sent_at = $5, last_error = NULL, updated_at = now()
                  WHERE tenant_id = $1 AND id = $2 AND attempt_id = $3 AND status = 'sending'",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &touchpoint_id.as_uuid(), &attempt_id, &provider_message_id, &sent_at],
             )
             .await
@@ -189,10 +205,15 @@ impl TouchpointRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE touchpoints
+                &client
+                    .prepare_cached(
+                        "UPDATE touchpoints
                  SET status = CASE WHEN $5::timestamptz IS NULL THEN 'failed' ELSE 'pending' END,
                      scheduled_at = COALESCE($5, scheduled_at), last_error = $4, updated_at = now()
                  WHERE tenant_id = $1 AND id = $2 AND attempt_id = $3 AND status = 'sending'",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &touchpoint_id.as_uuid(), &attempt_id, &error, &retry_at_opt],
             )
             .await
@@ -214,8 +235,13 @@ impl TouchpointRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let updated = client
             .execute(
-                "UPDATE touchpoints SET status = $3, last_error = $4, updated_at = now()
+                &client
+                    .prepare_cached(
+                        "UPDATE touchpoints SET status = $3, last_error = $4, updated_at = now()
                  WHERE tenant_id = $1 AND id = $2 AND status IN ('pending', 'sending')",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &touchpoint_id.as_uuid(), &status.as_str(), &reason],
             )
             .await
@@ -237,8 +263,13 @@ impl TouchpointRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         client
             .execute(
-                "UPDATE touchpoints SET status = 'cancelled', last_error = $4, updated_at = now()
+                &client
+                    .prepare_cached(
+                        "UPDATE touchpoints SET status = 'cancelled', last_error = $4, updated_at = now()
                  WHERE tenant_id = $1 AND lead_id = $2 AND channel = $3 AND status = 'pending'",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &channel.as_str(), &reason],
             )
             .await
@@ -262,7 +293,7 @@ impl TouchpointRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client
             .query_opt(
-                &format!(
+                &client.prepare_cached(&format!(
                     "UPDATE touchpoints
                      SET provider_status = CASE WHEN status IN ('delivered', 'failed') AND $3::text IS NULL
                                                 THEN provider_status ELSE $2 END,
@@ -271,7 +302,7 @@ impl TouchpointRepo {
                          updated_at = now()
                      WHERE provider_message_id = $1 AND tenant_id = $5
                      RETURNING {TOUCHPOINT_COLUMNS}"
-                ),
+                )).await.map_err(pg_error)?,
                 &[&provider_message_id, &provider_status, &outcome_opt.map(TouchpointStatus::as_str), &error_opt, &tenant_id.as_uuid()],
             )
             .await
@@ -288,7 +319,7 @@ impl TouchpointRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                &format!("SELECT {TOUCHPOINT_COLUMNS}, updated_at FROM touchpoints WHERE tenant_id = $1 AND status = 'sending'"),
+                &client.prepare_cached(&format!("SELECT {TOUCHPOINT_COLUMNS}, updated_at FROM touchpoints WHERE tenant_id = $1 AND status = 'sending'")).await.map_err(pg_error)?,
                 &[&tenant_id.as_uuid()],
             )
             .await
@@ -304,8 +335,13 @@ impl TouchpointRepo {
         let client = self.pool.get().await.map_err(pool_error)?;
         client
             .execute(
-                "UPDATE touchpoints SET status = 'cancelled', last_error = $3, updated_at = now()
+                &client
+                    .prepare_cached(
+                        "UPDATE touchpoints SET status = 'cancelled', last_error = $3, updated_at = now()
                  WHERE tenant_id = $1 AND lead_id = $2 AND status = 'pending'",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                 &[&tenant_id.as_uuid(), &lead_id.as_uuid(), &reason],
             )
             .await
