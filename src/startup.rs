@@ -387,10 +387,12 @@ impl Application {
             .await
             .with_context(|| format!("failed to bind {}", settings.http.addr))?;
         let addr = listener.local_addr().context("failed to read the bound address")?;
+        let metrics = http::metrics::recorder();
+        http::metrics::announce();
         let state = AppState {
             settings: Arc::new(settings),
             store,
-            metrics: http::metrics::recorder(),
+            metrics,
             ingress,
             twilio_auth_token: vendors.twilio_auth_token.clone(),
             sendgrid_verifier_opt,

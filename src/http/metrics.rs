@@ -33,6 +33,67 @@ pub fn recorder() -> PrometheusHandle {
         .clone()
 }
 
+/// Actor kinds, as the `kind` label of the actor families.
+const ACTOR_KINDS: [&str; 6] = ["location", "lead", "chat", "ingress", "poller", "scheduler"];
+
+/// Describes every family an operator's dashboards and alerts use, and registers at zero the
+/// series that otherwise appear only after their first event (a restart, a passivation), so
+/// that a query or an alert over them works from the first scrape. Idempotent; zero increments
+/// never change a value another app in the process recorded.
+pub fn announce() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("leadorch_actors_alive", "Actors running, by kind.");
+    describe_counter!("leadorch_actor_activations_total", "Actors started on demand (lead, chat), by kind.");
+    describe_counter!("leadorch_actor_passivations_total", "Idle actors stopped, by kind.");
+    describe_gauge!("leadorch_mailbox_depth", "Work waiting in an actor, by kind.");
+    describe_histogram!(
+        "leadorch_actor_message_seconds",
+        Unit::Seconds,
+        "Time an actor spends on one message, by kind."
+    );
+    describe_counter!("leadorch_supervisor_restarts_total", "Actors restarted after a failure, by kind.");
+    describe_counter!("leadorch_webhooks_total", "CRM webhooks received, by source and outcome.");
+    describe_gauge!(
+        "leadorch_inbox_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest unprocessed inbox event at the last sweep."
+    );
+    describe_histogram!("leadorch_inbox_batch_size", "Inbox events committed per group commit.");
+    describe_histogram!(
+        "leadorch_speed_to_lead_seconds",
+        Unit::Seconds,
+        "From a lead's arrival to its first touch leaving."
+    );
+    describe_counter!("leadorch_touches_total", "Touches by channel and status.");
+    describe_histogram!(
+        "leadorch_scheduler_lag_seconds",
+        Unit::Seconds,
+        "Send time minus scheduled time of each touch."
+    );
+    describe_counter!("leadorch_catalog_reads_total", "Catalog reads by cache layer and result.");
+    describe_counter!("leadorch_ai_tokens_total", "Model tokens by provider and direction.");
+    describe_counter!("leadorch_ai_cost_micros_total", "Model cost in micro-dollars, by provider.");
+    describe_histogram!(
+        "leadorch_ai_first_token_seconds",
+        Unit::Seconds,
+        "Time to a reply's first token, by provider."
+    );
+    describe_counter!("leadorch_ai_errors_total", "Model calls that failed, by provider and kind.");
+    describe_gauge!("leadorch_db_pool_connections", "Database connections by state (in_use, idle).");
+    describe_gauge!("leadorch_db_pool_waiting", "Requests waiting for a database connection.");
+    describe_counter!("leadorch_http_requests_total", "HTTP requests by route and status.");
+    describe_histogram!("leadorch_http_request_duration_seconds", Unit::Seconds, "HTTP request time by route.");
+    for kind in ACTOR_KINDS {
+        metrics::gauge!("leadorch_actors_alive", "kind" => kind).increment(0.0);
+        metrics::gauge!("leadorch_mailbox_depth", "kind" => kind).increment(0.0);
+        metrics::counter!("leadorch_supervisor_restarts_total", "kind" => kind).increment(0);
+    }
+    for kind in ["lead", "chat"] {
+        metrics::counter!("leadorch_actor_activations_total", "kind" => kind).increment(0);
+        metrics::counter!("leadorch_actor_passivations_total", "kind" => kind).increment(0);
+    }
+}
+
 /// GET /metrics
 pub(crate) async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
     let collector = PROCESS.get_or_init(|| {

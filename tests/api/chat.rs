@@ -617,3 +617,49 @@ async fn staff_see_their_locations_a_leads_transcript_and_touch_previews_but_not
     assert_eq!(theirs["locations"], json!([]));
     chat.world.teardown().await;
 }
+
+/// Every family the operators' dashboards use is on /metrics after one lead was answered and
+/// chatted with: actors, supervision, ingress, cadence, catalog, AI, database pool and HTTP.
+#[tokio::test]
+async fn metrics_name_every_family_the_dashboards_use_after_a_lead_and_a_chat() {
+    let sim = AnthropicSim::start(AnthropicSimConfig { api_key: ANTHROPIC_KEY.to_owned() }).await.expect("fake");
+    let chat = chat_world(0, |s| use_anthropic(s, &sim)).await;
+    let mut stream = chat.stream(None).await;
+    chat.send("How much is ceramic tint?").await;
+    let events = stream.until_end().await;
+    assert_eq!(events.last().map(|e| e.event.as_str()), Some("done"), "{events:?}");
+
+    let response = chat.world.app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("text");
+    let has = |family: &str| text.lines().any(|l| l.starts_with(family) && !l.starts_with('#'));
+    let families = [
+        "leadorch_actors_alive{kind=\"location\"}",
+        "leadorch_actors_alive{kind=\"lead\"}",
+        "leadorch_actors_alive{kind=\"chat\"}",
+        "leadorch_actors_alive{kind=\"ingress\"}",
+        "leadorch_actors_alive{kind=\"poller\"}",
+        "leadorch_actor_activations_total{kind=\"lead\"}",
+        "leadorch_actor_passivations_total{kind=\"lead\"}",
+        "leadorch_mailbox_depth{kind=\"ingress\"}",
+        "leadorch_actor_message_seconds_bucket{kind=\"lead\"",
+        "leadorch_supervisor_restarts_total{kind=\"lead\"}",
+        "leadorch_webhooks_total{",
+        "leadorch_inbox_lag_seconds",
+        "leadorch_speed_to_lead_seconds_bucket",
+        "leadorch_touches_total{channel=\"sms\"",
+        "leadorch_scheduler_lag_seconds_bucket",
+        "leadorch_catalog_reads_total{",
+        "leadorch_ai_tokens_total{",
+        "leadorch_ai_cost_micros_total{",
+        "leadorch_ai_first_token_seconds_bucket{",
+        "leadorch_db_pool_connections{state=\"in_use\"}",
+        "leadorch_db_pool_waiting",
+        "leadorch_http_requests_total{",
+    ];
+    let missing: Vec<&str> = families.iter().copied().filter(|f| !has(f)).collect();
+    assert!(missing.is_empty(), "missing on /metrics: {missing:?}\n{text}");
+    assert!(text.contains("# HELP leadorch_speed_to_lead_seconds "), "families are described");
+    chat.world.teardown().await;
+    sim.shutdown().await;
+}

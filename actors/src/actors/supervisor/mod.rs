@@ -245,6 +245,8 @@ impl Actor for RootSupervisor {
 fn schedule_restart(myself: &ActorRef<RootMsg>, state: &mut RootState, name: &str) -> Result<(), ActorProcessingErr> {
     match state.plan_restart(name, Instant::now()) {
         Some(backoff) => {
+            let kind = state.specs.get(name).map_or("unknown", |spec| spec.kind);
+            metrics::counter!("leadorch_supervisor_restarts_total", "kind" => kind).increment(1);
             let name = name.to_owned();
             myself.send_after(backoff, move || RootMsg::RestartChild(name));
             Ok(())
