@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use leadorch_actors::actors::ingress::{IngressHandle, IngressPolicy, WebhookIngress};
 use leadorch_actors::actors::lead::{LeadDeps, LeadPolicy};
 use leadorch_actors::actors::location::{ActorLeadRouter, LocationRegistry, location_child_spec};
@@ -327,7 +328,13 @@ impl Application {
                 ..SchedulerPolicy::default()
             },
         };
-        let mut children = vec![factory.ingress_spec(), factory.scheduler_spec()];
+        let mut children = Vec::new();
+        if settings.ingress.enabled {
+            children.push(factory.ingress_spec());
+        } else {
+            tracing::info!("ingress off: webhooks are committed and acknowledged, other nodes process them");
+        }
+        children.push(factory.scheduler_spec());
         children.extend(with_startup_patience("reading tenants and locations", || factory.directory_specs()).await?);
         let (root, root_join) = RootHandle::start(RootArgs { children, policy: RestartPolicy::default() })
             .await
@@ -468,6 +475,14 @@ impl Application {
         };
         tracing::info!(%addr, "listening");
         let app = http::router(state.clone());
+        // SSE sends many small writes (a chat delta is a few dozen bytes): without TCP_NODELAY,
+        // Nagle holds each one back until the client acknowledges the previous, which a client
+        // may delay by up to its delayed-ACK time (40 ms on Linux).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "could not set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         tracing::info!("http drained; stopping actors");
         refresher.abort();

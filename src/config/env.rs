@@ -8,6 +8,8 @@ pub(crate) enum EnvKind {
     Text,
     /// Parsed as an unsigned integer; a bad value fails start-up naming the variable.
     Unsigned,
+    /// true/false (also 1/0, yes/no, on/off); anything else fails start-up naming the variable.
+    Bool,
 }
 
 /// One environment variable that overrides one settings key.
@@ -33,6 +35,7 @@ pub(crate) const OVERRIDES: &[EnvOverride] = &[
     EnvOverride { var: "LEADORCH_TWILIO_BASE_URL", key: "twilio.base_url", kind: EnvKind::Text },
     EnvOverride { var: "LEADORCH_SENDGRID_BASE_URL", key: "sendgrid.base_url", kind: EnvKind::Text },
     EnvOverride { var: "LEADORCH_POLL_INTERVAL_SECS", key: "poller.interval_secs", kind: EnvKind::Unsigned },
+    EnvOverride { var: "LEADORCH_INGRESS_ENABLED", key: "ingress.enabled", kind: EnvKind::Bool },
     EnvOverride { var: "LEADORCH_AI_PROVIDER", key: "ai.provider", kind: EnvKind::Text },
     EnvOverride { var: "LEADORCH_AI_FALLBACK", key: "ai.fallback", kind: EnvKind::Text },
     EnvOverride { var: "LEADORCH_ANTHROPIC_BASE_URL", key: "ai.anthropic.base_url", kind: EnvKind::Text },

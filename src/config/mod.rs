@@ -153,9 +153,15 @@ struct RawPoller {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIngress {
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
     max_in_flight: usize,
     sweep_interval_ms: u64,
     max_attempts: u32,
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +262,9 @@ pub struct PollerSettings {
 /// The webhook ingress.
 #[derive(Debug, Clone)]
 pub struct IngressSettings {
+    /// Whether this node processes inbox events. A node with it off still commits and
+    /// acknowledges webhooks (an intake-only node); another node's sweep processes them.
+    pub enabled: bool,
     pub max_in_flight: usize,
     pub sweep_interval: Duration,
     pub max_attempts: u32,
@@ -428,6 +437,20 @@ impl Settings {
                     })?;
                     figment.merge((o.key, parsed))
                 }
+                EnvKind::Bool => {
+                    let parsed = match value.trim().to_ascii_lowercase().as_str() {
+                        "1" | "true" | "yes" | "on" => true,
+                        "0" | "false" | "no" | "off" => false,
+                        _ => {
+                            return Err(ConfigError::Invalid {
+                                key: o.key.to_owned(),
+                                via: Some(o.var),
+                                message: "expected true or false".to_owned(),
+                            });
+                        }
+                    };
+                    figment.merge((o.key, parsed))
+                }
             };
         }
         let raw: RawSettings = figment.extract().map_err(|err| {
@@ -544,6 +567,7 @@ impl Settings {
                 first_lookback: Duration::from_secs(raw.poller.first_lookback_secs),
             },
             ingress: IngressSettings {
+                enabled: raw.ingress.enabled,
                 max_in_flight: raw.ingress.max_in_flight,
                 sweep_interval: Duration::from_millis(raw.ingress.sweep_interval_ms),
                 max_attempts: raw.ingress.max_attempts,
@@ -730,6 +754,16 @@ mod tests {
         assert_eq!(settings.twilio_base_url, "http://127.0.0.1:9002");
         assert_eq!(settings.sendgrid_base_url, "http://127.0.0.1:9003");
         assert_eq!(settings.poller.interval, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn an_intake_only_node_is_one_variable_and_a_bad_boolean_names_it() {
+        assert!(Settings::load(None, None, &env(&[])).expect("valid").ingress.enabled);
+        let off = Settings::load(None, None, &env(&[("LEADORCH_INGRESS_ENABLED", "false")])).expect("valid");
+        assert!(!off.ingress.enabled);
+
+        let err = Settings::load(None, None, &env(&[("LEADORCH_INGRESS_ENABLED", "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("LEADORCH_INGRESS_ENABLED"), "{err}");
     }
 
     #[test]

@@ -134,6 +134,43 @@ async fn an_inbox_row_committed_before_a_crash_is_processed_after_restart() {
 }
 
 #[tokio::test]
+async fn an_intake_only_node_commits_and_acknowledges_and_a_processing_node_makes_the_lead() {
+    let mut world = spawn_crm_world(1, 1, |s| {
+        s.poller.enabled = false;
+        s.ingress.enabled = false;
+    })
+    .await;
+    let order = world.sim.create_order(COMPANY, &world.sim_locations[0].id, None);
+    let body = order_body(&order.id, order.version as i64);
+
+    let response = world.post_signed(&body, &world.webhook_secret, Timestamp::now().as_second(), "req-intake").await;
+
+    assert_eq!(response.status(), 202);
+    assert!(eventually(Duration::from_secs(3), || async { world.count("inbox_events").await >= 1 }).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        world.app.store.leads.find_by_crm_order(world.tenant.id, "shopmonkey", &order.id).await.is_err(),
+        "an intake-only node processes nothing"
+    );
+    world.app.stop().await;
+
+    let mut settings = crate::helpers::test_settings(&world.app.db.url);
+    settings.shopmonkey.base_url = world.sim.base_url();
+    settings.secrets.shopmonkey_api_key_opt = Some(secrecy::SecretString::from(crate::helpers::COMPANY_KEY.to_owned()));
+    settings.poller.enabled = false;
+    let db = TestDb { name: world.app.db.name.clone(), url: world.app.db.url.clone() };
+    let processing = crate::helpers::spawn_app_with(db, settings).await;
+
+    let lead = eventually(Duration::from_secs(5), || async {
+        processing.store.leads.find_by_crm_order(world.tenant.id, "shopmonkey", &order.id).await.is_ok()
+    })
+    .await;
+    assert!(lead, "the processing node's sweep made the lead");
+    processing.teardown().await;
+    world.sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_order_at_a_location_leadorch_does_not_have_is_kept_with_its_reason_and_not_retried() {
     let world = spawn_crm_world(2, 1, |s| s.poller.enabled = false).await;
 
