@@ -534,6 +534,9 @@ struct Company {
     customer_order: Vec<String>,
     vehicles: BTreeMap<String, VehicleRow>,
     canned_services: BTreeMap<String, CannedServiceRow>,
+    /// Canned service ids per location, in id order (what a filtered list would give), so a
+    /// new order finds its quoted service without scanning every location's catalogue.
+    canned_by_location: BTreeMap<String, Vec<String>>,
     orders: BTreeMap<String, OrderRow>,
     /// In creation order for [`ShopMonkeySim::appointments`]; a test creates only a few.
     appointments: Vec<AppointmentRow>,
@@ -873,6 +876,7 @@ impl Company {
             customer_order: Vec::new(),
             vehicles: BTreeMap::new(),
             canned_services: BTreeMap::new(),
+            canned_by_location: BTreeMap::new(),
             orders: BTreeMap::new(),
             appointments: Vec::new(),
             webhook_target_opt: None,
@@ -926,6 +930,10 @@ impl Company {
                 created_date: created,
                 updated_date: created,
             };
+            let ids = self.canned_by_location.entry(row.location_id.clone()).or_default();
+            if let Err(at) = ids.binary_search(&row.id) {
+                ids.insert(at, row.id.clone());
+            }
             self.canned_services.insert(row.id.clone(), row);
         }
     }
@@ -1010,11 +1018,12 @@ impl Company {
             .first()
             .and_then(|vehicle_id| self.vehicles.get(vehicle_id))
             .ok_or_else(|| SimApiError::not_found("vehicle"))?;
-        let services: Vec<&CannedServiceRow> =
-            self.canned_services.values().filter(|service| service.location_id == location_id).collect();
+        let service_ids = self.canned_by_location.get(location_id).map_or(&[][..], Vec::as_slice);
         // Every location is seeded with the full catalogue, so this is never empty.
-        let quoted =
-            services.get(sequence % services.len().max(1)).ok_or_else(|| SimApiError::not_found("canned service"))?;
+        let quoted = service_ids
+            .get(sequence % service_ids.len().max(1))
+            .and_then(|id| self.canned_services.get(id))
+            .ok_or_else(|| SimApiError::not_found("canned service"))?;
         let customer_name = format!("{} {}", customer.first_name, customer.last_name);
         let vehicle_id = vehicle.id.clone();
         let vehicle_name = vehicle.description();
