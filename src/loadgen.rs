@@ -26,6 +26,11 @@
 //! `--pending-due` of them due 20-40 s after seeding; the summary then says how long the app
 //! took from build to ready over that backlog, and how late the due ones went out.
 //!
+//! `--chat-streams N` (N > 0) is another mode ([`run_chat`]): instead of the webhook phase, it opens
+//! N customer chat streams at once over a fake model vendor and measures the latency the server
+//! adds relaying the model's deltas to them; it prints a [`ChatSummary`] instead of a
+//! [`Summary`].
+//!
 //! Earlier loadgen tenants (named "Loadgen ...") are deactivated at start and this run's at the
 //! end, so their follow-ups and location actors never load a later run; their rows stay for
 //! inspection.
@@ -49,10 +54,14 @@ use tokio::time::Instant;
 use crate::config::{LogFormat, LogSettings, Settings};
 use crate::crm::shopmonkey::signature;
 use crate::ops::{self, LocationInput, OpsError};
-use crate::sim::shopmonkey::{ShopMonkeySim, SimSeed};
+use crate::sim::shopmonkey::{ShopMonkeySim, SimLocation, SimSeed};
 use crate::startup::{self, Application};
 use crate::store::Store;
 use crate::vendors::VendorMode;
+
+mod chat;
+
+pub use chat::{CONNECT_WITHIN, ChatSummary, REPLIES_WITHIN, run_chat};
 
 /// The fake's company.
 const COMPANY: &str = "co_loadgen";
@@ -99,6 +108,12 @@ pub struct LoadgenOptions {
     pub pending: u64,
     /// How many of the seeded touches fall due during the run (at most `pending`).
     pub pending_due: u64,
+    /// Chat mode: customer chat streams to open at once (0: off, the webhook mode runs).
+    pub chat_streams: usize,
+    /// Chat mode: words of the fake model's reply; it streams them two to a delta.
+    pub chat_reply_words: usize,
+    /// Chat mode: the fake model's pause before each delta.
+    pub chat_delta_interval: Duration,
 }
 
 /// p50/p95/p99/max of a set of durations, in milliseconds.
@@ -186,38 +201,18 @@ pub fn init_logs(settings: &LogSettings) {
 /// # Errors
 /// The database cannot be prepared, seeding fails, the fake or the app cannot start, or a
 /// measurement query fails.
-pub async fn run(mut settings: Settings, options: LoadgenOptions) -> anyhow::Result<Summary> {
+pub async fn run(settings: Settings, options: LoadgenOptions) -> anyhow::Result<Summary> {
     let total_target = u64::from(options.rate) * options.duration.as_secs();
     let per_location = usize::try_from(total_target.div_ceil(options.locations.max(1) as u64))
         .unwrap_or(MAX_CUSTOMERS_PER_LOCATION)
         .clamp(1, MAX_CUSTOMERS_PER_LOCATION);
-    let crm_key = format!("sm_loadgen_{}", uuid::Uuid::new_v4().simple());
-    let seed = SimSeed::franchise(COMPANY, &crm_key, options.locations, options.locations * per_location);
-    let shops = seed.companies[0].locations.clone();
-    let sim = ShopMonkeySim::start(seed).await.context("failed to start the shopmonkey fake")?;
-    note(&format!("shopmonkey fake at {} (api key {crm_key})", sim.base_url()));
-
-    startup::prepare_database(&settings).await?;
-    let store = Store::new(&settings.database).context("failed to build the database pool")?;
-    let retired = retire_earlier_tenants(&store).await?;
-    if retired > 0 {
-        note(&format!("deactivated {retired} earlier loadgen tenant(s)"));
-    }
-    let tenant_name = format!("{TENANT_PREFIX}{:.0}", Timestamp::now());
-    let created = ops::add_tenant(&store, &tenant_name, None).await?;
-    let tenant_id = created.tenant.id;
-    let mut locations = Vec::with_capacity(shops.len());
-    for (index, shop) in shops.iter().enumerate() {
-        let location = add_location(&store, tenant_id, index, shop).await?;
-        ops::set_location_hours(&store, tenant_id, location.id, HOURS).await?;
-        locations.push(location);
-    }
-    note(&format!("tenant {tenant_id} \"{tenant_name}\" with {} locations", locations.len()));
+    let rig = prepare(&settings, options.locations, per_location).await?;
+    let (store, tenant_id) = (&rig.store, rig.tenant_id);
 
     let pending_opt = if options.pending > 0 {
         let due = options.pending_due.min(options.pending);
         let started = Instant::now();
-        seed_pending(&store, tenant_id, &locations, options.pending, due).await?;
+        seed_pending(store, tenant_id, &rig.locations, options.pending, due).await?;
         let seed_ms = ms(started.elapsed());
         note(&format!("seeded {} leads with a pending touch ({due} due in 20-40 s) in {seed_ms} ms", options.pending));
         Some((due, seed_ms))
@@ -225,62 +220,26 @@ pub async fn run(mut settings: Settings, options: LoadgenOptions) -> anyhow::Res
         None
     };
 
-    // The app: the fake as its CRM, local Twilio and SendGrid fakes, no poller, SMS all day.
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").context("failed to find a free port")?;
-    let addr: SocketAddr = probe.local_addr().context("failed to read the probed address")?;
-    drop(probe);
-    settings.http.addr = addr;
-    settings.http.public_url = format!("http://{addr}");
-    settings.shopmonkey.base_url = sim.base_url();
-    settings.secrets.shopmonkey_api_key_opt = Some(SecretString::from(crm_key));
-    // Never text or email anyone real from a load test.
-    settings.secrets.twilio_account_sid_opt = None;
-    settings.secrets.twilio_auth_token_opt = None;
-    settings.secrets.sendgrid_api_key_opt = None;
-    settings.secrets.sendgrid_verification_key_opt = None;
-    if settings.secrets.secret_key_opt.is_none() {
-        settings.secrets.secret_key_opt = Some(SecretString::from(uuid::Uuid::new_v4().simple().to_string()));
-    }
-    settings.poller.enabled = false;
-    settings.compliance.default_window =
-        leadorch_actors::compliance::Window { start: jiff::civil::Time::midnight(), end: jiff::civil::Time::MAX };
-    settings.compliance.states.clear();
-
-    let build_started = Instant::now();
-    let app = Application::build_with(settings, VendorMode::SimWhereMissing).await?;
-    let base_url = format!("http://{}", app.local_addr());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stop_rx.await;
-    }));
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(REQUEST_TIMEOUT)
-        .pool_max_idle_per_host(options.concurrency)
-        .tcp_nodelay(true)
-        .build()
-        .context("failed to build the http client")?;
-    let startup_ms = wait_ready(&http, &base_url, build_started).await?;
-    note(&format!("app ready at {base_url} in {startup_ms} ms"));
-
+    let app = start_app(settings, &rig, options.concurrency).await?;
+    let (http, base_url, startup_ms) = (&app.http, app.base_url.as_str(), app.startup_ms);
     let measured = async {
-        let customers = customers_by_location(&sim, options.locations, per_location);
+        let customers = customers_by_location(&rig.sim, options.locations, per_location);
         let target = Target {
-            sim: &sim,
+            sim: &rig.sim,
             http: http.clone(),
             url: format!("{base_url}/webhooks/shopmonkey/{tenant_id}"),
-            secret: created.webhook_secret.clone(),
-            locations: shops.iter().map(|s| s.id.clone()).collect(),
+            secret: rig.webhook_secret.clone(),
+            locations: rig.shops.iter().map(|s| s.id.clone()).collect(),
             customers,
         };
         let sent = send_phase(&target, &options).await;
-        let (leads_created, touched) = settle(&store, tenant_id, sent.accepted).await?;
+        let (leads_created, touched) = settle(store, tenant_id, sent.accepted).await?;
         let pending = match pending_opt {
-            Some((due, seed_ms)) => Some(pending_report(&store, tenant_id, options.pending, due, seed_ms).await?),
+            Some((due, seed_ms)) => Some(pending_report(store, tenant_id, options.pending, due, seed_ms).await?),
             None => None,
         };
-        let speed_to_lead_ms = speed_to_lead(&store, tenant_id).await?;
-        let metrics_text = scrape(&http, &base_url).await;
+        let speed_to_lead_ms = speed_to_lead(store, tenant_id).await?;
+        let metrics_text = scrape(http, base_url).await;
         let (scheduler_lag_p99_ms, scheduler_lag_p99_bucket_ms, scheduler_lag_note) =
             match histogram_quantile(&metrics_text, "leadorch_scheduler_lag_seconds", 0.99) {
                 Ok(quantile) => {
@@ -293,7 +252,6 @@ pub async fn run(mut settings: Settings, options: LoadgenOptions) -> anyhow::Res
                 }
                 Err(reason) => (None, None, Some(reason)),
             };
-        let rss_bytes_opt = gauge(&metrics_text, "process_resident_memory_bytes").or_else(vm_rss_bytes);
         anyhow::Ok(Summary {
             rate_target: options.rate,
             duration_secs: options.duration.as_secs(),
@@ -306,7 +264,7 @@ pub async fn run(mut settings: Settings, options: LoadgenOptions) -> anyhow::Res
             scheduler_lag_p99_ms,
             scheduler_lag_p99_bucket_ms,
             scheduler_lag_note,
-            rss_mb_end: rss_bytes_opt.map(|bytes| round1(bytes / (1024.0 * 1024.0))),
+            rss_mb_end: rss_mb(&metrics_text),
             leads_without_first_touch: leads_created - touched,
             webhook_latency_ms: sent.latency_ms,
             startup_ms,
@@ -318,6 +276,128 @@ pub async fn run(mut settings: Settings, options: LoadgenOptions) -> anyhow::Res
     }
     .await;
 
+    stop_app(app).await;
+    retire(rig).await;
+    measured
+}
+
+/// What every mode sets up before the app starts: the ShopMonkey fake, and a fresh tenant in
+/// the database whose locations mirror the fake's shops.
+struct Rig {
+    sim: ShopMonkeySim,
+    /// The fake's API key, which the app is configured with.
+    crm_key: String,
+    store: Store,
+    tenant_id: TenantId,
+    webhook_secret: String,
+    /// The fake's shops; `locations[i]` mirrors `shops[i]`.
+    shops: Vec<SimLocation>,
+    locations: Vec<Location>,
+}
+
+/// Starts the ShopMonkey fake (a franchise of `locations` shops with `per_location` customers
+/// each), prepares the database, deactivates earlier loadgen tenants and creates this run's.
+async fn prepare(settings: &Settings, locations: usize, per_location: usize) -> anyhow::Result<Rig> {
+    let crm_key = format!("sm_loadgen_{}", uuid::Uuid::new_v4().simple());
+    let seed = SimSeed::franchise(COMPANY, &crm_key, locations, locations * per_location);
+    let shops = seed.companies[0].locations.clone();
+    let sim = ShopMonkeySim::start(seed).await.context("failed to start the shopmonkey fake")?;
+    note(&format!("shopmonkey fake at {} (api key {crm_key})", sim.base_url()));
+
+    startup::prepare_database(settings).await?;
+    let store = Store::new(&settings.database).context("failed to build the database pool")?;
+    let retired = retire_earlier_tenants(&store).await?;
+    if retired > 0 {
+        note(&format!("deactivated {retired} earlier loadgen tenant(s)"));
+    }
+    let tenant_name = format!("{TENANT_PREFIX}{:.0}", Timestamp::now());
+    let created = ops::add_tenant(&store, &tenant_name, None).await?;
+    let tenant_id = created.tenant.id;
+    let mut tenant_locations = Vec::with_capacity(shops.len());
+    for (index, shop) in shops.iter().enumerate() {
+        let location = add_location(&store, tenant_id, index, shop).await?;
+        ops::set_location_hours(&store, tenant_id, location.id, HOURS).await?;
+        tenant_locations.push(location);
+    }
+    note(&format!("tenant {tenant_id} \"{tenant_name}\" with {} locations", tenant_locations.len()));
+    Ok(Rig {
+        sim,
+        crm_key,
+        store,
+        tenant_id,
+        webhook_secret: created.webhook_secret,
+        shops,
+        locations: tenant_locations,
+    })
+}
+
+/// Deactivates the run's tenant and stops the ShopMonkey fake.
+async fn retire(rig: Rig) {
+    if let Err(err) = deactivate(&rig.store, rig.tenant_id).await {
+        tracing::warn!(error = format!("{err:#}"), "could not deactivate the loadgen tenant");
+    }
+    rig.sim.shutdown().await;
+}
+
+/// The app serving on loopback, and the handle that stops it.
+struct RunningApp {
+    /// `http://127.0.0.1:PORT`.
+    base_url: String,
+    /// For /readyz, /metrics and the webhook POSTs: each request times out after
+    /// [`REQUEST_TIMEOUT`].
+    http: reqwest::Client,
+    /// From `Application::build_with` to the first 200 from /readyz.
+    startup_ms: f64,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Builds the app on a free loopback port and waits for it to be ready: the fake as its CRM,
+/// local Twilio and SendGrid fakes, no poller, SMS all day. `idle_connections` sizes the pool
+/// of its [`RunningApp::http`] client.
+async fn start_app(mut settings: Settings, rig: &Rig, idle_connections: usize) -> anyhow::Result<RunningApp> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").context("failed to find a free port")?;
+    let addr: SocketAddr = probe.local_addr().context("failed to read the probed address")?;
+    drop(probe);
+    settings.http.addr = addr;
+    settings.http.public_url = format!("http://{addr}");
+    settings.shopmonkey.base_url = rig.sim.base_url();
+    settings.secrets.shopmonkey_api_key_opt = Some(SecretString::from(rig.crm_key.clone()));
+    // Never text or email anyone real from a load test.
+    settings.secrets.twilio_account_sid_opt = None;
+    settings.secrets.twilio_auth_token_opt = None;
+    settings.secrets.sendgrid_api_key_opt = None;
+    settings.secrets.sendgrid_verification_key_opt = None;
+    if settings.secrets.secret_key_opt.is_none() {
+        settings.secrets.secret_key_opt = Some(random_secret());
+    }
+    settings.poller.enabled = false;
+    settings.compliance.default_window =
+        leadorch_actors::compliance::Window { start: jiff::civil::Time::midnight(), end: jiff::civil::Time::MAX };
+    settings.compliance.states.clear();
+
+    let build_started = Instant::now();
+    let app = Application::build_with(settings, VendorMode::SimWhereMissing).await?;
+    let base_url = format!("http://{}", app.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stop_rx.await;
+    }));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(REQUEST_TIMEOUT)
+        .pool_max_idle_per_host(idle_connections)
+        .tcp_nodelay(true)
+        .build()
+        .context("failed to build the http client")?;
+    let startup_ms = wait_ready(&http, &base_url, build_started).await?;
+    note(&format!("app ready at {base_url} in {startup_ms} ms"));
+    Ok(RunningApp { base_url, http, startup_ms, stop_tx, server })
+}
+
+/// Stops the app and waits (at most 20 s) for it to drain.
+async fn stop_app(app: RunningApp) {
+    let RunningApp { stop_tx, mut server, .. } = app;
     let _ = stop_tx.send(());
     match tokio::time::timeout(Duration::from_secs(20), &mut server).await {
         Ok(Ok(Ok(()))) => {}
@@ -328,11 +408,17 @@ pub async fn run(mut settings: Settings, options: LoadgenOptions) -> anyhow::Res
             server.abort();
         }
     }
-    if let Err(err) = deactivate(&store, tenant_id).await {
-        tracing::warn!(error = format!("{err:#}"), "could not deactivate the loadgen tenant");
-    }
-    sim.shutdown().await;
-    measured
+}
+
+/// A fresh deployment secret, for a run whose configuration has none.
+fn random_secret() -> SecretString {
+    SecretString::from(uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// The resident memory of the whole process in MiB: the app's gauge, else `/proc`.
+fn rss_mb(metrics_text: &str) -> Option<f64> {
+    let rss_bytes_opt = gauge(metrics_text, "process_resident_memory_bytes").or_else(vm_rss_bytes);
+    rss_bytes_opt.map(|bytes| round1(bytes / (1024.0 * 1024.0)))
 }
 
 /// A progress or status line on stderr.
@@ -373,7 +459,7 @@ async fn add_location(
     store: &Store,
     tenant_id: TenantId,
     index: usize,
-    shop: &crate::sim::shopmonkey::SimLocation,
+    shop: &SimLocation,
 ) -> anyhow::Result<Location> {
     let mut last_error = None;
     for _ in 0..20 {

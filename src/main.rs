@@ -49,7 +49,11 @@ enum Command {
     /// Load test: runs the service in process against a local ShopMonkey fake, sends it signed
     /// order webhooks at --rate for --duration-secs over loopback HTTP, and prints one JSON
     /// summary (accepted, errors, speed-to-lead, scheduler lag, RSS) on stdout. Creates a
-    /// tenant "Loadgen <time>" in the configured database.
+    /// tenant "Loadgen <time>" in the configured database. With --chat-streams N it skips the
+    /// webhooks and instead opens N customer chat streams at once over a fake Anthropic API,
+    /// sends one message on each, and prints the chat summary (connected, replies completed,
+    /// relay latency percentiles: what the server adds between the model emitting a delta and
+    /// the customer receiving it).
     Loadgen(LoadgenArgs),
     /// Exits 0 when the service at --url answers /readyz with 200 (for container healthchecks).
     Healthcheck {
@@ -103,6 +107,17 @@ struct LoadgenArgs {
     /// Of the --pending touches, how many fall due 20-40 s after seeding.
     #[arg(long, default_value_t = 1000)]
     pending_due: u64,
+    /// Chat mode: customer chat streams (SSE) to open at once, one message each, measuring the
+    /// relay latency of the replies; replaces the webhook phase and its summary (0: off). Leads
+    /// are spread over --locations shops (at most N).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=5000))]
+    chat_streams: u16,
+    /// Chat mode: words of the fake model's reply (streamed two words to a delta).
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u16).range(1..=4000))]
+    chat_reply_words: u16,
+    /// Chat mode: milliseconds the fake model waits before each delta.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    chat_delta_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -263,9 +278,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 locations: usize::from(args.locations),
                 pending: args.pending,
                 pending_due: args.pending_due,
+                chat_streams: usize::from(args.chat_streams),
+                chat_reply_words: usize::from(args.chat_reply_words),
+                chat_delta_interval: std::time::Duration::from_millis(args.chat_delta_ms),
             };
-            let summary = loadgen::run(settings, options).await?;
-            println!("{}", serde_json::to_string(&summary).context("failed to render json")?);
+            let json = if options.chat_streams > 0 {
+                serde_json::to_string(&loadgen::run_chat(settings, options).await?)
+            } else {
+                serde_json::to_string(&loadgen::run(settings, options).await?)
+            };
+            println!("{}", json.context("failed to render json")?);
             Ok(())
         }
         Command::Migrate => {

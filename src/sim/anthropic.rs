@@ -9,15 +9,16 @@
 //! message; tokens are counted as whitespace-separated words.
 //!
 //! It also holds what the OpenAI-compatible fake ([`super::openai`]) shares with it: the fault
-//! switches, the request log, the reply script and the streaming of a scripted body with faults.
+//! switches, the request log, the reply script, the streaming of a scripted body with faults,
+//! and the emission log a load test matches its received deltas against ([`AiEmission`]).
 //!
 //! It leaves to others: the client (`ai::anthropic`) and every business rule. Tools, images,
 //! thinking and prompt caching are not modelled.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -73,6 +74,34 @@ impl RecordedAiRequest {
     }
 }
 
+/// One text delta a model fake handed to a streamed answer's body, logged while
+/// `record_emissions(true)` is on, so that a load test can tell how long the server under test
+/// took to relay each delta to its own client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AiEmission {
+    /// The request's end user: Anthropic's `metadata.user_id`, OpenAI's `user`; empty when the
+    /// request named none. leadorch sends the lead id there.
+    pub user_id: Arc<str>,
+    /// The delta's place in its answer: 0 for the first text delta, then 1, 2, ...
+    pub index: u32,
+    /// Taken just before the delta's bytes were handed to the response body.
+    pub at: Instant,
+}
+
+/// Where one streamed answer logs its text deltas.
+#[derive(Debug, Clone)]
+pub(super) struct EmissionLog {
+    user_id: Arc<str>,
+    log: Arc<Mutex<Vec<AiEmission>>>,
+}
+
+impl EmissionLog {
+    fn record(&self, index: u32) {
+        let at = Instant::now();
+        lock(&self.log).push(AiEmission { user_id: Arc::clone(&self.user_id), index, at });
+    }
+}
+
 /// A refusal drawn for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AiRefusal {
@@ -107,6 +136,11 @@ pub(super) struct AiSimCore {
     chunk_delay: Mutex<Duration>,
     /// Source of message and request ids, so two answers never share one.
     next_id: AtomicU64,
+    /// Whether streams log their deltas in `emissions`; off by default, since the log only
+    /// grows.
+    records_emissions: AtomicBool,
+    /// Shared with the streams in flight, which append to it as they emit.
+    emissions: Arc<Mutex<Vec<AiEmission>>>,
 }
 
 impl AiSimCore {
@@ -182,6 +216,21 @@ impl AiSimCore {
         *lock(&self.chunk_delay)
     }
 
+    pub(super) fn record_emissions(&self, on: bool) {
+        self.records_emissions.store(on, Ordering::SeqCst);
+    }
+
+    pub(super) fn emissions(&self) -> Vec<AiEmission> {
+        lock(&self.emissions).clone()
+    }
+
+    /// Returns the log a stream for `user_id` writes to, or `None` while logging is off.
+    fn emission_log(&self, user_id: &str) -> Option<EmissionLog> {
+        self.records_emissions
+            .load(Ordering::SeqCst)
+            .then(|| EmissionLog { user_id: Arc::from(user_id), log: Arc::clone(&self.emissions) })
+    }
+
     /// Returns `{prefix}{24 hex}`, unique within this fake.
     pub(super) fn next_id(&self, prefix: &str) -> String {
         let serial = self.next_id.fetch_add(1, Ordering::SeqCst);
@@ -203,30 +252,34 @@ pub(super) struct ScriptedFrame {
 /// One step of playing a scripted stream.
 #[derive(Debug)]
 enum Step {
-    Send(String),
+    /// Wire bytes, with the text delta's index when they carry one.
+    Send(String, Option<u32>),
     Wait(Duration),
     Stall,
     Abort,
 }
 
 /// Returns a streaming body that plays `frames`, waiting `chunk_delay` before each delta and
-/// applying `fault_opt` (`error_wire` is what [`StreamFault::ErrorMidStream`] sends).
+/// applying `fault_opt` (`error_wire` is what [`StreamFault::ErrorMidStream`] sends); each delta
+/// is logged in `emissions_opt` as it goes out.
 pub(super) fn scripted_body(
     frames: Vec<ScriptedFrame>,
     fault_opt: Option<StreamFault>,
     error_wire: String,
     chunk_delay: Duration,
+    emissions_opt: Option<EmissionLog>,
 ) -> Body {
     let mut steps = Vec::new();
-    let mut deltas_sent = 0;
+    let mut deltas_sent: u32 = 0;
     for frame in frames {
         if frame.is_delta && !chunk_delay.is_zero() {
             steps.push(Step::Wait(chunk_delay));
         }
-        steps.push(Step::Send(frame.wire));
         if !frame.is_delta {
+            steps.push(Step::Send(frame.wire, None));
             continue;
         }
+        steps.push(Step::Send(frame.wire, Some(deltas_sent)));
         deltas_sent += 1;
         match (fault_opt, deltas_sent) {
             (Some(StreamFault::Stall), 1) => {
@@ -234,7 +287,7 @@ pub(super) fn scripted_body(
                 break;
             }
             (Some(StreamFault::ErrorMidStream), 2) => {
-                steps.push(Step::Send(error_wire));
+                steps.push(Step::Send(error_wire, None));
                 break;
             }
             (Some(StreamFault::DropMidStream), 2) => {
@@ -246,15 +299,20 @@ pub(super) fn scripted_body(
             _ => {}
         }
     }
-    let stream = futures::stream::unfold(steps.into_iter(), |mut steps| async move {
+    let stream = futures::stream::unfold((steps.into_iter(), emissions_opt), |(mut steps, emissions_opt)| async move {
         loop {
             match steps.next()? {
-                Step::Send(wire) => return Some((Ok(Bytes::from(wire)), steps)),
+                Step::Send(wire, delta_index_opt) => {
+                    if let (Some(index), Some(emissions)) = (delta_index_opt, &emissions_opt) {
+                        emissions.record(index);
+                    }
+                    return Some((Ok(Bytes::from(wire)), (steps, emissions_opt)));
+                }
                 Step::Wait(delay) => tokio::time::sleep(delay).await,
                 // Held until the client gives up and closes the connection.
                 Step::Stall => std::future::pending::<()>().await,
                 // An error from the body makes hyper cut the connection without the last chunk.
-                Step::Abort => return Some((Err(io::Error::other("sim dropped the stream")), steps)),
+                Step::Abort => return Some((Err(io::Error::other("sim dropped the stream")), (steps, emissions_opt))),
             }
         }
     });
@@ -286,9 +344,11 @@ pub(super) fn content_text(content: &Value) -> String {
 
 impl AiSimCore {
     /// Streams `frames` with the event-stream headers, applying the next stream fault (whose
-    /// error frame is `error_wire`) and the chunk delay.
-    pub(super) fn stream_answer(&self, frames: Vec<ScriptedFrame>, error_wire: String) -> Response {
-        let body = scripted_body(frames, self.take_stream_fault(), error_wire, self.chunk_delay());
+    /// error frame is `error_wire`) and the chunk delay; the deltas are logged under `user_id`
+    /// while emission logging is on.
+    pub(super) fn stream_answer(&self, frames: Vec<ScriptedFrame>, error_wire: String, user_id: &str) -> Response {
+        let emissions_opt = self.emission_log(user_id);
+        let body = scripted_body(frames, self.take_stream_fault(), error_wire, self.chunk_delay(), emissions_opt);
         (event_stream_headers(), body).into_response()
     }
 }
@@ -330,6 +390,17 @@ macro_rules! ai_sim_controls {
             #[doc = $delay_doc]
             pub fn set_chunk_delay(&self, delay: Duration) {
                 self.shared.core.set_chunk_delay(delay);
+            }
+
+            /// Switches the emission log on or off for streams that start later; see
+            /// [`AiEmission`]. Off by default.
+            pub fn record_emissions(&self, on: bool) {
+                self.shared.core.record_emissions(on);
+            }
+
+            /// Returns every text delta logged so far, in emission order.
+            pub fn emissions(&self) -> Vec<AiEmission> {
+                self.shared.core.emissions()
             }
         }
     };
@@ -432,7 +503,8 @@ fn answer(shared: &Shared, headers: &HeaderMap, body: &Value, request_id: &str) 
         "error",
         &json!({ "type": "error", "error": { "type": "overloaded_error", "message": "Overloaded" } }),
     );
-    shared.core.stream_answer(frames, error_wire)
+    let user_id = body.pointer("/metadata/user_id").and_then(Value::as_str).unwrap_or_default();
+    shared.core.stream_answer(frames, error_wire, user_id)
 }
 
 /// The parts of a valid Messages request the fake answers from.
@@ -722,6 +794,26 @@ mod tests {
 
         assert_eq!(frames.last().and_then(|frame| frame.event_opt.as_deref()), Some("message_stop"));
         assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn emissions_are_logged_per_user_and_delta_only_while_switched_on() {
+        let sim = start_sim().await;
+        sim.set_reply("one two three four five six");
+        let mut body = valid_body(true);
+        body["metadata"] = json!({ "user_id": "lead-1" });
+        read_frames(post(&sim, Some(KEY), &body).await).await;
+        assert!(sim.emissions().is_empty(), "off by default");
+
+        sim.record_emissions(true);
+        let before = Instant::now();
+        read_frames(post(&sim, Some(KEY), &body).await).await;
+
+        let emissions = sim.emissions();
+        assert_eq!(emissions.iter().map(|e| e.index).collect::<Vec<_>>(), [0, 1, 2]);
+        assert!(emissions.iter().all(|e| &*e.user_id == "lead-1"), "{emissions:?}");
+        assert!(emissions.windows(2).all(|pair| pair[0].at <= pair[1].at));
+        assert!(emissions[0].at >= before);
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-pub use super::anthropic::{AiFault, RecordedAiRequest};
+pub use super::anthropic::{AiEmission, AiFault, RecordedAiRequest};
 use super::anthropic::{
     AiRefusal, AiSimCore, ScriptedFrame, ai_sim_controls, content_text, count_tokens, reply_pieces,
 };
@@ -167,7 +167,8 @@ fn answer(shared: &Shared, headers: &HeaderMap, body: &Value) -> Response {
         "message": "The server had an error while processing your request.",
         "type": "server_error", "param": null, "code": null,
     }}));
-    shared.core.stream_answer(frames, error_wire)
+    let user_id = body.get("user").and_then(Value::as_str).unwrap_or_default();
+    shared.core.stream_answer(frames, error_wire, user_id)
 }
 
 /// The parts of a valid request the fake answers from.

@@ -14,6 +14,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -43,6 +44,13 @@ impl SimServer {
         let addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
+            // Streamed answers are many small writes: without TCP_NODELAY, Nagle holds each
+            // one back until the client acknowledges the previous (up to its delayed-ACK time).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %err, "could not set TCP_NODELAY");
+                }
+            });
             let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
                 // A dropped sender stops the server as well as a sent value.
                 shutdown_rx.await.ok();

@@ -1,6 +1,7 @@
 //! `leadorch loadgen` as an operator runs it: the real binary against a database of its own. It
 //! must end by itself, print exactly one JSON object on stdout, and count every accepted
-//! webhook as a lead with a speed-to-lead.
+//! webhook as a lead with a speed-to-lead; in chat mode, relay every streamed reply whole and
+//! report its relay latency.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -40,13 +41,13 @@ fn number(summary: &Value, pointer: &str) -> f64 {
     summary.pointer(pointer).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number at {pointer}: {summary}"))
 }
 
-#[tokio::test]
-async fn loadgen_reports_every_accepted_webhook_as_a_lead_in_its_json_summary() {
-    let db = TestDb::empty().await;
+/// Runs `leadorch loadgen` with `args` over `db` and returns its one-line JSON summary and its
+/// stderr, after checking that it ended by itself, successfully.
+async fn run_loadgen(db: &TestDb, args: &[&str]) -> (Value, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_leadorch"));
     command
-        .args(["loadgen", "--rate", &RATE.to_string(), "--duration-secs", &DURATION_SECS.to_string()])
-        .args(["--locations", "5"])
+        .arg("loadgen")
+        .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("LEADORCH_DATABASE_URL", &db.url)
         .stdin(Stdio::null())
@@ -67,6 +68,16 @@ async fn loadgen_reports_every_accepted_webhook_as_a_lead_in_its_json_summary() 
     assert!(output.status.success(), "loadgen exited with {}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
     assert_eq!(stdout.trim().lines().count(), 1, "stdout must be one JSON line\n{stdout}\nstderr:\n{stderr}");
     let summary: Value = serde_json::from_str(stdout.trim()).expect("stdout is a JSON object");
+    (summary, stderr.into_owned())
+}
+
+#[tokio::test]
+async fn loadgen_reports_every_accepted_webhook_as_a_lead_in_its_json_summary() {
+    let db = TestDb::empty().await;
+    let (rate, duration) = (RATE.to_string(), DURATION_SECS.to_string());
+
+    let (summary, stderr) =
+        run_loadgen(&db, &["--rate", &rate, "--duration-secs", &duration, "--locations", "5"]).await;
 
     let target = (RATE * DURATION_SECS) as f64;
     let sent = number(&summary, "/sent");
@@ -84,6 +95,31 @@ async fn loadgen_reports_every_accepted_webhook_as_a_lead_in_its_json_summary() 
     assert!(number(&summary, "/rss_mb_end") > 0.0, "{summary}");
     // Every lead got its first SMS, so the scheduler claimed touches and its lag is known.
     assert!(number(&summary, "/scheduler_lag_p99_ms") >= 0.0, "{summary}");
+
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn loadgen_chat_mode_relays_every_reply_and_reports_its_relay_latency() {
+    let db = TestDb::empty().await;
+
+    let (summary, stderr) =
+        run_loadgen(&db, &["--chat-streams", "20", "--locations", "2", "--chat-delta-ms", "10"]).await;
+
+    assert_eq!(number(&summary, "/chat_streams"), 20.0, "{summary}");
+    assert_eq!(number(&summary, "/connected"), 20.0, "{summary}\nstderr:\n{stderr}");
+    assert_eq!(number(&summary, "/messages_accepted"), 20.0, "{summary}\nstderr:\n{stderr}");
+    assert_eq!(number(&summary, "/replies_completed"), 20.0, "{summary}\nstderr:\n{stderr}");
+    assert_eq!(summary["errors"], serde_json::json!({}), "{summary}");
+    let deltas = number(&summary, "/deltas");
+    assert!(deltas > 0.0, "{summary}");
+    assert_eq!(deltas, 20.0 * number(&summary, "/deltas_per_reply"), "{summary}");
+    assert_eq!(number(&summary, "/deltas_matched"), deltas, "{summary}");
+    let p50 = number(&summary, "/relay_latency_ms/p50");
+    let p99 = number(&summary, "/relay_latency_ms/p99");
+    let max = number(&summary, "/relay_latency_ms/max");
+    assert!(p99.is_finite() && 0.0 <= p50 && p50 <= p99 && p99 <= max, "{summary}");
+    assert!(summary.get("sent").is_none(), "no webhook phase in chat mode: {summary}");
 
     db.drop_database().await;
 }
