@@ -120,13 +120,38 @@ fn lock(stats: &Mutex<Stats>) -> std::sync::MutexGuard<'_, Stats> {
     stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The outcome of a routed completion: which provider streams it, and the events.
+/// The outcome of a routed completion: which provider streams it, and its events through
+/// [`RoutedStream::next`], which also records the provider's latency, usage, cost and failures.
+/// The events come straight from the provider's reader: no task or channel per stream is added
+/// on the way to the customer.
 #[derive(Debug)]
 pub struct RoutedStream {
     pub provider: String,
     pub model: String,
     pub price: ModelPrice,
-    pub events: mpsc::Receiver<Result<StreamEvent, AiError>>,
+    events: mpsc::Receiver<Result<StreamEvent, AiError>>,
+    router: ProviderRouter,
+    index: usize,
+    started: Instant,
+    first: bool,
+}
+
+impl RoutedStream {
+    /// Returns the next event, or `None` at the end of the stream. A stream dropped before its
+    /// end stops the provider's reader (and the vendor's billing); its usage is not counted.
+    pub async fn next(&mut self) -> Option<Result<StreamEvent, AiError>> {
+        let event = self.events.recv().await?;
+        match &event {
+            Ok(StreamEvent::Delta(_)) if self.first => {
+                self.first = false;
+                self.router.record_first_token(self.index, self.started.elapsed());
+            }
+            Ok(StreamEvent::Done(usage)) => self.router.record_success(self.index, *usage),
+            Err(_) => self.router.record_failure(self.index),
+            Ok(StreamEvent::Delta(_)) => {}
+        }
+        Some(event)
+    }
 }
 
 /// Providers in order of preference, with failover and breakers.
@@ -177,34 +202,24 @@ impl ProviderRouter {
         Err(last_err)
     }
 
-    /// Relays a provider's events, recording latency, usage, cost and failures.
+    /// Wraps a provider's events with this router's accounting.
     fn watch(
         &self,
         index: usize,
         started: Instant,
-        mut inner: mpsc::Receiver<Result<StreamEvent, AiError>>,
+        events: mpsc::Receiver<Result<StreamEvent, AiError>>,
     ) -> RoutedStream {
-        let (tx, rx) = mpsc::channel(64);
-        let router = self.clone();
         let slot = &self.slots[index];
-        let (provider, model, price) = (slot.provider.name().to_owned(), slot.provider.model().to_owned(), slot.price);
-        tokio::spawn(async move {
-            let mut first = true;
-            while let Some(event) = inner.recv().await {
-                match &event {
-                    Ok(StreamEvent::Delta(_)) if first => {
-                        first = false;
-                        router.record_first_token(index, started.elapsed());
-                    }
-                    Ok(StreamEvent::Done(usage)) => router.record_success(index, *usage),
-                    Err(_) => router.record_failure(index),
-                    Ok(StreamEvent::Delta(_)) => {}
-                }
-                // A reader that went away does not stop the accounting above.
-                let _ = tx.send(event).await;
-            }
-        });
-        RoutedStream { provider, model, price, events: rx }
+        RoutedStream {
+            provider: slot.provider.name().to_owned(),
+            model: slot.provider.model().to_owned(),
+            price: slot.price,
+            events,
+            router: self.clone(),
+            index,
+            started,
+            first: true,
+        }
     }
 
     fn record_first_token(&self, index: usize, latency: Duration) {

@@ -61,7 +61,7 @@ fn request() -> ChatRequest {
 
 async fn collect(mut stream: RoutedStream) -> Vec<Result<StreamEvent, AiError>> {
     let mut events = Vec::new();
-    while let Some(event) = stream.events.recv().await {
+    while let Some(event) = stream.next().await {
         events.push(event);
     }
     events

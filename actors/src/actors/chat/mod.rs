@@ -485,7 +485,7 @@ async fn reply(deps: &ChatDeps, args: &ChatArgs, batch: &[CustomerMessage], sess
         Err(err) => (ReplyEnd::Error, None, None, Usage::default(), 0, Some(err)),
         Ok(mut routed) => {
             let mut outcome: Option<Result<Usage, AiError>> = None;
-            while let Some(event) = routed.events.recv().await {
+            while let Some(event) = routed.next().await {
                 match event {
                     Ok(StreamEvent::Delta(delta)) => {
                         first_token_opt.get_or_insert_with(|| started.elapsed());
