@@ -595,14 +595,7 @@ async fn send_phase(target: &Target<'_>, options: &LoadgenOptions) -> Sent {
         let counters = Arc::clone(&counters);
         in_flight.spawn(async move {
             let sent_at = Instant::now();
-            // The body is read so that the connection goes back to the pool.
-            let result = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    response.bytes().await.map(|_| status)
-                }
-                Err(err) => Err(err),
-            };
+            let result = send_for_status(request).await;
             let elapsed = sent_at.elapsed();
             drop(permit);
             record(&counters, result, elapsed);
@@ -622,6 +615,14 @@ async fn send_phase(target: &Target<'_>, options: &LoadgenOptions) -> Sent {
         errors,
         latency_ms: percentiles_us(&mut latencies),
     }
+}
+
+/// Sends `request` and returns its status, reading the body to its end so that the connection
+/// goes back to the pool.
+pub(crate) async fn send_for_status(request: reqwest::RequestBuilder) -> reqwest::Result<reqwest::StatusCode> {
+    let response = request.send().await?;
+    let status = response.status();
+    response.bytes().await.map(|_| status)
 }
 
 /// A webhook POST as ShopMonkey sends it (headers of `tests/api/helpers.rs` `post_signed`).

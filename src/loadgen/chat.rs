@@ -47,7 +47,7 @@ use tokio::task::JoinSet;
 
 use super::{
     LoadgenOptions, Percentiles, ms, note, percentiles_us, prepare, random_secret, retire, round1, rss_mb, scrape,
-    start_app, stop_app,
+    send_for_status, start_app, stop_app,
 };
 use crate::ai::sse::{SseDecoder, SseFrame};
 use crate::config::Settings;
@@ -350,14 +350,7 @@ async fn drive(plan: &Plan) -> anyhow::Result<Observed> {
             .json(&serde_json::json!({ "message": MESSAGE }));
         posts.spawn(async move {
             let sent_at = Instant::now();
-            let result = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    // Read to the end, so that the connection goes back to the pool.
-                    response.bytes().await.map(|_| status)
-                }
-                Err(err) => Err(err),
-            };
+            let result = send_for_status(request).await;
             (index, sent_at, result)
         });
     }
