@@ -81,7 +81,9 @@ pub(crate) async fn receive_shopmonkey_event(
             "no event id: need data.id with data.meta.version, or X-Request-Id".to_owned(),
         ));
     };
-    match state.store.inbox.insert(tenant_id, SOURCE, &event_id, &payload, received_at).await {
+    // The body is stored as it arrived (it parsed as a JSON object above).
+    drop(payload);
+    match state.store.inbox.insert_raw(tenant_id, SOURCE, &event_id, body, received_at).await {
         Ok(InboxInsert::Inserted(id)) => {
             count("accepted");
             // The event is durable; if the ingress is busy or absent, its sweep finds the row.

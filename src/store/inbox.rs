@@ -12,12 +12,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use axum::body::Bytes;
+use bytes::{BufMut, BytesMut};
 use deadpool_postgres::Pool;
 use jiff::Timestamp;
 use leadorch_actors::domain::{InboxEvent, InboxInsert, TenantId};
 use leadorch_actors::ports::StoreError;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::Row;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
 
 use super::error::bad_value;
@@ -45,9 +48,32 @@ struct PendingInsert {
     tenant_id: TenantId,
     source: String,
     event_id: String,
-    payload: serde_json::Value,
+    payload: RawJson,
     received_at: Timestamp,
     reply: oneshot::Sender<Result<InboxInsert, StoreError>>,
+}
+
+/// JSON text that was already parsed and checked, sent to a `jsonb` (or `json`) parameter as it
+/// is: the webhook route keeps the bytes it received instead of cloning and re-serialising a
+/// `serde_json::Value` for every event. PostgreSQL parses it once more, as it would any text.
+#[derive(Debug, Clone)]
+pub(crate) struct RawJson(Bytes);
+
+impl ToSql for RawJson {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            // The jsonb binary format: a version byte, then the JSON text.
+            out.put_u8(1);
+        }
+        out.extend_from_slice(&self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB || *ty == Type::JSON
+    }
+
+    to_sql_checked!();
 }
 
 fn event_from_row(row: &Row) -> Result<InboxEvent, StoreError> {
@@ -94,6 +120,24 @@ impl InboxRepo {
         payload: &serde_json::Value,
         received_at: Timestamp,
     ) -> Result<InboxInsert, StoreError> {
+        let text = serde_json::to_vec(payload).map_err(|err| StoreError::Invalid(format!("payload: {err}")))?;
+        self.insert_raw(tenant_id, source, event_id, Bytes::from(text), received_at).await
+    }
+
+    /// Like [`InboxRepo::insert`], with the payload as the JSON text it arrived as; the caller
+    /// has parsed it (and found an object).
+    ///
+    /// # Errors
+    /// As [`InboxRepo::insert`].
+    pub async fn insert_raw(
+        &self,
+        tenant_id: TenantId,
+        source: &str,
+        event_id: &str,
+        payload: Bytes,
+        received_at: Timestamp,
+    ) -> Result<InboxInsert, StoreError> {
+        let payload = RawJson(payload);
         let (reply, answer) = oneshot::channel();
         let pending = PendingInsert {
             tenant_id,
@@ -109,7 +153,7 @@ impl InboxRepo {
             return result;
         }
         // The writers are gone (their runtime shut down): commit this one directly.
-        insert_one(&self.pool, tenant_id, source, event_id, payload, received_at).await
+        insert_one(&self.pool, tenant_id, source, event_id, &payload, received_at).await
     }
 
     /// Returns one event of the tenant.
@@ -250,7 +294,7 @@ async fn insert_one(
     tenant_id: TenantId,
     source: &str,
     event_id: &str,
-    payload: &serde_json::Value,
+    payload: &RawJson,
     received_at: Timestamp,
 ) -> Result<InboxInsert, StoreError> {
     let client = pool.get().await.map_err(pool_error)?;
@@ -334,7 +378,7 @@ async fn insert_many(pool: &Pool, batch: &[PendingInsert]) -> Result<HashMap<(Uu
     let tenants: Vec<Uuid> = batch.iter().map(|p| p.tenant_id.as_uuid()).collect();
     let sources: Vec<&str> = batch.iter().map(|p| p.source.as_str()).collect();
     let event_ids: Vec<&str> = batch.iter().map(|p| p.event_id.as_str()).collect();
-    let payloads: Vec<&serde_json::Value> = batch.iter().map(|p| &p.payload).collect();
+    let payloads: Vec<&RawJson> = batch.iter().map(|p| &p.payload).collect();
     let received: Vec<Timestamp> = batch.iter().map(|p| p.received_at).collect();
     let client = pool.get().await.map_err(pool_error)?;
     let rows = client
