@@ -8,36 +8,15 @@ use std::time::Duration;
 
 use leadorch::config::Settings;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, offline_binary};
 
 /// From start to the first chat link.
 const FIRST_LEAD_WITHIN: Duration = Duration::from_secs(60);
 const STOPS_WITHIN: Duration = Duration::from_secs(15);
-
-/// Environment that would change what the demo does, removed so the test runs offline.
-const UNSET: &[&str] = &[
-    "LEADORCH_PROFILE",
-    "LEADORCH_CONFIG_DIR",
-    "LEADORCH_HTTP_ADDR",
-    "LEADORCH_PUBLIC_URL",
-    "LEADORCH_REDIS_URL",
-    "LEADORCH_SECRET_KEY",
-    "LEADORCH_SHOPMONKEY_API_KEY",
-    "LEADORCH_SHOPMONKEY_BASE_URL",
-    "LEADORCH_TWILIO_ACCOUNT_SID",
-    "LEADORCH_TWILIO_AUTH_TOKEN",
-    "LEADORCH_SENDGRID_API_KEY",
-    "LEADORCH_SENDGRID_VERIFICATION_KEY",
-    "LEADORCH_ANTHROPIC_API_KEY",
-    "LEADORCH_OPENAI_API_KEY",
-    "LEADORCH_AI_PROVIDER",
-    "LEADORCH_AI_FALLBACK",
-    "RUST_LOG",
-];
 
 /// A running `leadorch demo` and what it printed so far.
 struct Demo {
@@ -61,19 +40,12 @@ impl Demo {
     fn start(db: &TestDb, run: usize) -> Demo {
         let log_path = std::env::temp_dir().join(format!("leadorch-demo-{}-{run}.log", db.name));
         let log = std::fs::File::create(&log_path).expect("create log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_leadorch"));
+        let mut command = offline_binary(db);
         command
             .args(["demo", "--addr", "127.0.0.1:0", "--every-secs", "1"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("LEADORCH_DATABASE_URL", &db.url)
             .env("LEADORCH_LOG", if std::env::var_os("TEST_LOG").is_some() { "info" } else { "warn" })
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
-        for var in UNSET {
-            command.env_remove(var);
-        }
+            .stderr(Stdio::from(log));
         let mut child = command.spawn().expect("leadorch demo spawns");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::unbounded_channel();

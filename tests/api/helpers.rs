@@ -533,3 +533,37 @@ pub(crate) fn test_redis_url() -> String {
 pub(crate) fn unique_redis_prefix() -> String {
     format!("leadorch-test:{}:", uuid::Uuid::new_v4().simple())
 }
+
+/// Environment that would point the real binary at another setup or at real vendors.
+const OPERATOR_ENV: &[&str] = &[
+    "LEADORCH_PROFILE",
+    "LEADORCH_CONFIG_DIR",
+    "LEADORCH_HTTP_ADDR",
+    "LEADORCH_PUBLIC_URL",
+    "LEADORCH_REDIS_URL",
+    "LEADORCH_SECRET_KEY",
+    "LEADORCH_SHOPMONKEY_API_KEY",
+    "LEADORCH_SHOPMONKEY_BASE_URL",
+    "LEADORCH_TWILIO_ACCOUNT_SID",
+    "LEADORCH_TWILIO_AUTH_TOKEN",
+    "LEADORCH_SENDGRID_API_KEY",
+    "LEADORCH_SENDGRID_VERIFICATION_KEY",
+    "LEADORCH_ANTHROPIC_API_KEY",
+    "LEADORCH_OPENAI_API_KEY",
+    "LEADORCH_AI_PROVIDER",
+    "LEADORCH_AI_FALLBACK",
+    "LEADORCH_LOG",
+    "RUST_LOG",
+];
+
+/// The real `leadorch` binary over `db`, as an operator runs it but offline: the repository's
+/// config, none of the operator variables above, no stdin, killed when dropped.
+pub(crate) fn offline_binary(db: &TestDb) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadorch"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR")).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    for var in OPERATOR_ENV {
+        command.env_remove(var);
+    }
+    command.env("LEADORCH_DATABASE_URL", &db.url);
+    command
+}

@@ -7,35 +7,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::process::Command;
 
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, offline_binary};
 
 const RATE: u64 = 20;
 const DURATION_SECS: u64 = 3;
 const EXITS_WITHIN: Duration = Duration::from_secs(60);
-
-/// Environment that would change what loadgen does, removed so the test runs offline.
-const UNSET: &[&str] = &[
-    "LEADORCH_PROFILE",
-    "LEADORCH_CONFIG_DIR",
-    "LEADORCH_HTTP_ADDR",
-    "LEADORCH_PUBLIC_URL",
-    "LEADORCH_REDIS_URL",
-    "LEADORCH_SECRET_KEY",
-    "LEADORCH_SHOPMONKEY_API_KEY",
-    "LEADORCH_SHOPMONKEY_BASE_URL",
-    "LEADORCH_TWILIO_ACCOUNT_SID",
-    "LEADORCH_TWILIO_AUTH_TOKEN",
-    "LEADORCH_SENDGRID_API_KEY",
-    "LEADORCH_SENDGRID_VERIFICATION_KEY",
-    "LEADORCH_ANTHROPIC_API_KEY",
-    "LEADORCH_OPENAI_API_KEY",
-    "LEADORCH_AI_PROVIDER",
-    "LEADORCH_AI_FALLBACK",
-    "LEADORCH_LOG",
-    "RUST_LOG",
-];
 
 fn number(summary: &Value, pointer: &str) -> f64 {
     summary.pointer(pointer).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number at {pointer}: {summary}"))
@@ -44,19 +21,8 @@ fn number(summary: &Value, pointer: &str) -> f64 {
 /// Runs `leadorch loadgen` with `args` over `db` and returns its one-line JSON summary and its
 /// stderr, after checking that it ended by itself, successfully.
 async fn run_loadgen(db: &TestDb, args: &[&str]) -> (Value, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_leadorch"));
-    command
-        .arg("loadgen")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("LEADORCH_DATABASE_URL", &db.url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for var in UNSET {
-        command.env_remove(var);
-    }
+    let mut command = offline_binary(db);
+    command.arg("loadgen").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = command.spawn().expect("leadorch loadgen spawns");
     // Dropping the future on timeout drops the child, which kills it.
     let output = tokio::time::timeout(EXITS_WITHIN, child.wait_with_output())
